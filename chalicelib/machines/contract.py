@@ -1,0 +1,170 @@
+"""The machine backend contract: what every cloud backend offers the core.
+
+A *machine* is one run of one pod on a cloud compute API (an ECS Fargate task,
+a Fly Machine). A pod that restarts (restartPolicy Always/OnFailure) gets a new
+machine per run; ``attempt`` counts the runs and becomes ``restartCount``.
+
+Identity: a machine is identified by (pod UID, attempt). Backends derive every
+cloud-side idempotency key from that pair, and tag every machine with the pod's
+namespace, name, UID, the node and the attempt, so that the reconciler can
+rebuild the whole picture from one list call and no local state.
+
+Errors carry their kind (virtual-kubelet's errdefs): the core decides on the
+class, never on message text.
+"""
+
+from __future__ import annotations
+
+import enum
+from datetime import datetime
+from typing import Literal, Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class PodRef(BaseModel):
+    """The pod a machine runs: enough to find it again in Kubernetes."""
+
+    model_config = ConfigDict(frozen=True)
+
+    namespace: str
+    name: str
+    uid: str
+
+
+class PortSpec(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    container_port: int
+    protocol: Literal["TCP", "UDP"] = "TCP"
+
+
+class ContainerSpec(BaseModel):
+    """One container of the pod, as the backend must run it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    image: str
+    command: tuple[str, ...] | None = None  # Kubernetes `command` = entrypoint
+    args: tuple[str, ...] | None = None  # Kubernetes `args` = cmd
+    env: tuple[tuple[str, str], ...] = ()  # literal env, in pod order
+    ports: tuple[PortSpec, ...] = ()
+
+
+RestartPolicy = Literal["Always", "OnFailure", "Never"]
+
+
+class MachineSpec(BaseModel):
+    """What to run for one attempt of one pod: pure data, built from the Pod."""
+
+    model_config = ConfigDict(frozen=True)
+
+    pod: PodRef
+    node: str
+    attempt: int = 0
+    containers: tuple[ContainerSpec, ...] = Field(min_length=1)
+    # Sum over containers of max(request, limit); 0 means "nothing asked".
+    cpu_millis: int = 0
+    memory_mib: int = 0
+    restart_policy: RestartPolicy = "Always"
+    termination_grace_seconds: int = 30
+
+
+class MachinePhase(str, enum.Enum):
+    PENDING = "pending"  # accepted by the cloud, not running yet (provisioning, pulling)
+    RUNNING = "running"
+    STOPPING = "stopping"
+    STOPPED = "stopped"  # terminal: containers have exit codes or the start failed
+
+
+class StopCause(str, enum.Enum):
+    EXITED = "exited"  # the containers ran and exited on their own
+    REQUESTED = "requested"  # someone asked for the stop (us, or out of band)
+    FAILED_TO_START = "failed_to_start"  # e.g. image pull failed: a permanent error
+    LOST = "lost"  # the cloud took it away (host failure, spot interruption)
+
+
+class ContainerRun(BaseModel):
+    """Observed state of one container in one machine."""
+
+    name: str
+    image: str
+    state: Literal["waiting", "running", "terminated"]
+    reason: str | None = None  # ContainerCreating, Completed, Error, OOMKilled, ...
+    message: str | None = None
+    exit_code: int | None = None
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    image_id: str | None = None  # digest, where the cloud reports one
+    container_id: str | None = None  # e.g. "ecs://<runtime id>"
+
+
+class Machine(BaseModel):
+    """Observed state of one machine, as a backend reports it."""
+
+    id: str  # the cloud's id (task ARN, machine id)
+    pod: PodRef
+    node: str
+    attempt: int = 0
+    phase: MachinePhase
+    created_at: datetime
+    started_at: datetime | None = None
+    stopped_at: datetime | None = None
+    ip: str | None = None
+    host_ip: str | None = None
+    stop_cause: StopCause | None = None
+    stop_reason: str | None = None  # the cloud's words, for events and messages
+    containers: tuple[ContainerRun, ...] = ()
+
+
+class MachineError(Exception):
+    """Base of every backend error. ``str(err)`` is shown to users: make it readable."""
+
+
+class TransientMachineError(MachineError):
+    """Throttling, capacity, 5xx, timeouts: retry later with backoff."""
+
+
+class PermanentMachineError(MachineError):
+    """The request can never succeed as it is (bad image, invalid size): fail the pod."""
+
+
+class MachineNotFound(MachineError):
+    """The machine does not exist (any more)."""
+
+
+class MachineBackend(Protocol):
+    """What the core needs from a cloud. Every method is safe to call again.
+
+    Implementations classify every cloud error into the three kinds above and
+    never let a raw SDK exception escape.
+    """
+
+    name: str  # short provider name: "ecs", "fly"; used in labels and taints
+
+    def create(self, spec: MachineSpec) -> Machine:
+        """Start the machine for ``(spec.pod.uid, spec.attempt)``.
+
+        Idempotent: if a machine with that identity already exists (running or
+        not) it is returned and no second one is started. Two concurrent calls
+        should not both create; where the cloud cannot guarantee it, the
+        reconciler removes the younger duplicate on its next pass.
+        Raises TransientMachineError or PermanentMachineError.
+        """
+        ...
+
+    def list(self, node: str) -> list[Machine]:
+        """Every machine of ``node`` the cloud still reports, stopped ones
+        included, in O(pages) calls whatever their number."""
+        ...
+
+    def get(self, machine_id: str) -> Machine | None:
+        """One machine, or None when it no longer exists."""
+        ...
+
+    def delete(self, machine_id: str, grace_seconds: int, reason: str) -> None:
+        """Stop the machine: SIGTERM, then SIGKILL after ``grace_seconds``
+        (as far as the cloud supports it). Stopping a stopped or missing
+        machine succeeds: DeletePod may be called many times for one pod."""
+        ...
