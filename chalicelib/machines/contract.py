@@ -168,3 +168,9 @@ class MachineBackend(Protocol):
         (as far as the cloud supports it). Stopping a stopped or missing
         machine succeeds: DeletePod may be called many times for one pod."""
         ...
+
+    def machine_from_event(self, event: dict) -> Machine | None:
+        """The machine a cloud event (e.g. an EventBridge "ECS Task State Change")
+        describes, or None when the event is not about a machine of this
+        backend's cluster. Pure: no API call."""
+        ...

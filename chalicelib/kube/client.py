@@ -1,0 +1,184 @@
+"""The Kubernetes side: a thin, scoped client over the official `kubernetes` library.
+
+We call the generated ``CoreV1Api``/``CoordinationV1Api`` methods with
+``_preload_content=False`` and read raw JSON: the typed models cost cold-start
+time and memory on every Lambda scale-out (DESIGN.md, Budgets) and we read only
+a handful of fields. Every method does exactly one API call (lists: one per
+page) and maps the HTTP outcomes we act on to return values, so the core never
+inspects an ApiException.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Iterator
+from typing import Any
+
+from kubernetes.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
+from kubernetes.client.exceptions import ApiException
+
+MERGE_PATCH = "application/merge-patch+json"
+STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
+PAGE_SIZE = 500
+
+
+class KubeError(RuntimeError):
+    """An API answer we cannot act on (auth, 5xx, ...): the invocation fails and is retried."""
+
+
+def api_client(url: str, token: str, ca_bundle: str = "") -> ApiClient:
+    config = Configuration(host=url)
+    config.api_key = {"authorization": token}
+    config.api_key_prefix = {"authorization": "Bearer"}
+    if ca_bundle:
+        # The client wants a file; Lambda's /tmp is writable and per-container.
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+            handle.write(ca_bundle)
+        config.ssl_ca_cert = handle.name
+    return ApiClient(config)
+
+
+def _json(response: Any) -> dict:
+    return json.loads(response.data)
+
+
+class KubeClient:
+    """The calls lambdalet's service account is allowed to make, nothing more."""
+
+    def __init__(self, client: ApiClient):
+        self.core = CoreV1Api(client)
+        self.coordination = CoordinationV1Api(client)
+
+    # pods ---------------------------------------------------------------
+    def list_node_pods(self, node: str) -> Iterator[dict]:
+        """Every pod bound to ``node``, all namespaces, one call per page."""
+        token = None
+        while True:
+            kwargs = {"_continue": token} if token else {}
+            page = _json(
+                self._call(
+                    self.core.list_pod_for_all_namespaces,
+                    field_selector=f"spec.nodeName={node}",
+                    limit=PAGE_SIZE,
+                    **kwargs,
+                )
+            )
+            yield from page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue")
+            if not token:
+                return
+
+    def get_pod(self, namespace: str, name: str) -> dict | None:
+        return self._maybe(self.core.read_namespaced_pod, name, namespace)
+
+    def patch_pod_status(self, pod: dict, status: dict) -> dict | None:
+        """Replace the pod's status lists (merge patch), guarded by its resourceVersion.
+
+        Returns the updated pod, or None when the pod changed or vanished since
+        we read it (409/404): the next pass recomputes from fresh state.
+        """
+        meta = pod["metadata"]
+        body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
+        try:
+            return _json(
+                self.core.patch_namespaced_pod_status(
+                    meta["name"], meta["namespace"], body,
+                    _content_type=MERGE_PATCH, _preload_content=False,
+                )
+            )
+        except ApiException as err:
+            if err.status in (404, 409):
+                return None
+            raise KubeError(f"patch status of {meta['namespace']}/{meta['name']}: {err.status} {err.reason}") from err
+
+    def finalize_pod(self, namespace: str, name: str, uid: str) -> bool:
+        """Delete the pod object for good, as a kubelet does once its containers are gone:
+        grace period 0 and a UID precondition, so a new pod of the same name is never hit."""
+        body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
+        try:
+            self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status in (404, 409):
+                return False
+            raise KubeError(f"delete {namespace}/{name}: {err.status} {err.reason}") from err
+
+    # events -------------------------------------------------------------
+    def create_event(self, namespace: str, event: dict) -> bool:
+        """Create a core/v1 Event; False when one of that name exists already."""
+        try:
+            self.core.create_namespaced_event(namespace, event, _preload_content=False)
+            return True
+        except ApiException as err:
+            if err.status == 409:
+                return False
+            raise KubeError(f"create event in {namespace}: {err.status} {err.reason}") from err
+
+    def get_event(self, namespace: str, name: str) -> dict | None:
+        return self._maybe(self.core.read_namespaced_event, name, namespace)
+
+    def patch_event(self, namespace: str, name: str, patch: dict) -> None:
+        try:
+            self.core.patch_namespaced_event(
+                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+            )
+        except ApiException as err:
+            if err.status not in (404, 409):
+                raise KubeError(f"patch event {namespace}/{name}: {err.status} {err.reason}") from err
+
+    # nodes and leases ---------------------------------------------------
+    def get_node(self, name: str) -> dict | None:
+        return self._maybe(self.core.read_node, name)
+
+    def create_node(self, node: dict) -> dict | None:
+        try:
+            return _json(self.core.create_node(node, _preload_content=False))
+        except ApiException as err:
+            if err.status == 409:
+                return None
+            raise KubeError(f"create node: {err.status} {err.reason}") from err
+
+    def patch_node_status(self, name: str, status: dict) -> None:
+        self._call(
+            self.core.patch_node_status, name, {"status": status}, _content_type=STRATEGIC_MERGE_PATCH
+        )
+
+    def get_lease(self, namespace: str, name: str) -> dict | None:
+        return self._maybe(self.coordination.read_namespaced_lease, name, namespace)
+
+    def create_lease(self, namespace: str, lease: dict) -> dict | None:
+        try:
+            return _json(self.coordination.create_namespaced_lease(namespace, lease, _preload_content=False))
+        except ApiException as err:
+            if err.status == 409:
+                return None
+            raise KubeError(f"create lease: {err.status} {err.reason}") from err
+
+    def replace_lease(self, namespace: str, lease: dict) -> dict | None:
+        """PUT the lease with its resourceVersion; None on a conflict."""
+        try:
+            return _json(
+                self.coordination.replace_namespaced_lease(
+                    lease["metadata"]["name"], namespace, lease, _preload_content=False
+                )
+            )
+        except ApiException as err:
+            if err.status in (404, 409):
+                return None
+            raise KubeError(f"renew lease: {err.status} {err.reason}") from err
+
+    # helpers ------------------------------------------------------------
+    def _call(self, method, *args, **kwargs):
+        try:
+            return method(*args, _preload_content=False, **kwargs)
+        except ApiException as err:
+            raise KubeError(f"{method.__name__}: {err.status} {err.reason}: {err.body}") from err
+
+    def _maybe(self, method, *args) -> dict | None:
+        try:
+            return _json(method(*args, _preload_content=False))
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise KubeError(f"{method.__name__}: {err.status} {err.reason}") from err

@@ -1,0 +1,77 @@
+"""Every setting lambdalet reads, in one pydantic-settings model.
+
+Values come from the environment (``.chalice/config.json`` sets them per
+stage). A missing or invalid value fails at start with the variable's name,
+not deep inside a handler.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Annotated, Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+ENV_PREFIX = "LAMBDALET_"
+
+CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+class SettingsError(RuntimeError):
+    """A setting is missing or invalid; the message names the variable."""
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+
+    # Kubernetes side
+    k8s_api_url: str = Field(pattern=r"^https?://")
+    k8s_ca_bundle: str = ""  # PEM text; empty: the system trust store (or plain http)
+    k8s_token_secret: str = Field(min_length=1)  # Secrets Manager id/ARN of the SA token
+    node_names: CommaList = Field(min_length=1)  # the virtual nodes this deployment serves
+    node_cpu: str = "1000"
+    node_memory: str = "4Ti"
+    node_pods: str = "1000"
+
+    # Machine side
+    backend: Literal["ecs"] = "ecs"
+    ecs_cluster: str = Field(min_length=1)
+    ecs_subnets: CommaList = Field(min_length=1)
+    ecs_security_groups: CommaList = Field(min_length=1)
+    ecs_assign_public_ip: bool = False
+    region: str = Field(min_length=1, validation_alias="AWS_REGION")
+
+    # How long a pod may wait for its first machine to appear before we recreate
+    # it (ECS lists are eventually consistent).
+    create_grace_seconds: int = 60
+
+    @field_validator("node_names", "ecs_subnets", "ecs_security_groups", mode="before")
+    @classmethod
+    def _split_commas(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+
+def _variable(loc: tuple) -> str:
+    field = str(loc[0]) if loc else "?"
+    if field not in Settings.model_fields:  # errors name aliased fields by their alias
+        return field
+    alias = Settings.model_fields[field].validation_alias
+    return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
+
+
+def load_settings() -> Settings:
+    """Read the settings, or raise SettingsError naming every bad variable."""
+    try:
+        return Settings()
+    except ValidationError as err:
+        problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in err.errors())
+        raise SettingsError(f"invalid lambdalet settings: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def settings() -> Settings:
+    """The settings of this process, read once per Lambda container."""
+    return load_settings()
