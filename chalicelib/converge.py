@@ -1,0 +1,75 @@
+"""Carry out a Plan: the only place where planned actions meet the two APIs."""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable
+from datetime import datetime
+
+from chalicelib import plan as p
+from chalicelib import pod_status as ps
+from chalicelib.kube import events
+from chalicelib.kube.client import KubeClient
+from chalicelib.machines.contract import MachineBackend, PermanentMachineError, TransientMachineError
+
+log = logging.getLogger("lambdalet.converge")
+
+
+class Converger:
+    def __init__(self, node: str, kube: KubeClient, backend: MachineBackend, clock: Callable[[], datetime]):
+        self.node, self.kube, self.backend, self.clock = node, kube, backend, clock
+
+    def apply(self, plan: p.Plan) -> Counter:
+        """Run every action; one failing pod never stops the others."""
+        done: Counter = Counter()
+        for action in plan.actions:
+            try:
+                getattr(self, "_" + type(action).__name__.lower())(action)
+                done[type(action).__name__] += 1
+            except Exception:  # noqa: BLE001 - logged, counted, retried by the next pass
+                log.exception("action failed: %s", type(action).__name__)
+                done["failed"] += 1
+        return done
+
+    def _create(self, action: p.Create) -> None:
+        pod, now = action.pod, self.clock()
+        try:
+            machine = self.backend.create(action.spec)
+        except TransientMachineError as err:
+            message = f"{err}; lambdalet retries on its next pass"
+            status = ps.running_status(pod, None, now, restart_count=action.spec.attempt,
+                                       waiting=("ProviderBackOff", message))
+            self._patch(pod, status)
+            self._event(pod, "Warning", "FailedCreateMachine", str(err))
+            return
+        except PermanentMachineError as err:
+            message = f"the cloud refused to run this pod: {err}"
+            state = {"waiting": {"reason": "CreateContainerError", "message": message}}
+            status = ps.failed_status(pod, now, reason=ps.PROVIDER_FAILED, message=message,
+                                      container_state=state, restart_count=action.spec.attempt)
+            self._patch(pod, status)
+            self._event(pod, "Warning", "ProviderCreateFailed", str(err))
+            return
+        self._patch(pod, action.status)
+        self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
+
+    def _stop(self, action: p.Stop) -> None:
+        self.backend.delete(action.machine.id, action.grace_seconds, action.reason)
+
+    def _patchstatus(self, action: p.PatchStatus) -> None:
+        self._patch(action.pod, action.status)
+
+    def _finalize(self, action: p.Finalize) -> None:
+        meta = action.pod["metadata"]
+        self.kube.finalize_pod(meta["namespace"], meta["name"], meta["uid"])
+
+    def _emit(self, action: p.Emit) -> None:
+        self._event(action.pod, action.type, action.reason, action.message)
+
+    def _event(self, pod: dict, type_: str, reason: str, message: str) -> None:
+        events.record(self.kube, self.node, pod, type_, reason, message, self.clock())
+
+    def _patch(self, pod: dict, status: dict) -> None:
+        if ps.status_differs(pod, status):
+            self.kube.patch_pod_status(pod, status)

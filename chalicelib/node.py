@@ -1,0 +1,116 @@
+"""The virtual Node: its object (pure builders) and its heartbeat (Node status + Lease)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from chalicelib.kube.client import KubeClient
+from chalicelib.pod_status import rfc3339
+
+
+LEASE_NAMESPACE = "kube-node-lease"
+LEASE_DURATION_SECONDS = 40
+KUBELET_VERSION = "v1.36.0-lambdalet"
+
+
+def micro_time(moment: datetime) -> str:
+    """A MicroTime as the apiserver writes it: six decimals, Z."""
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def conditions(now: datetime, current: list[dict] | None = None) -> list[dict]:
+    """Healthy node conditions; transition times kept where the status is unchanged."""
+    stamp = rfc3339(now)
+    before = {c.get("type"): c for c in current or []}
+
+    def condition(kind: str, status: str, reason: str, message: str) -> dict:
+        old = before.get(kind) or {}
+        since = old.get("lastTransitionTime") if old.get("status") == status else None
+        return {"type": kind, "status": status, "reason": reason, "message": message,
+                "lastHeartbeatTime": stamp, "lastTransitionTime": since or stamp}
+
+    return [
+        condition("Ready", "True", "KubeletReady", "lambdalet is posting ready status"),
+        condition("MemoryPressure", "False", "KubeletHasSufficientMemory", "the cloud has memory"),
+        condition("DiskPressure", "False", "KubeletHasNoDiskPressure", "the cloud has disk"),
+        condition("PIDPressure", "False", "KubeletHasSufficientPID", "the cloud has PIDs"),
+        condition("NetworkUnavailable", "False", "RouteCreated", "machines have their own network"),
+    ]
+
+
+def node_object(name: str, backend: str, region: str, capacity: dict[str, str], now: datetime) -> dict:
+    return {
+        "apiVersion": "v1",
+        "kind": "Node",
+        "metadata": {
+            "name": name,
+            "labels": {
+                "type": "virtual-kubelet",
+                "kubernetes.io/role": "agent",
+                "kubernetes.io/hostname": name,
+                "kubernetes.io/os": "linux",
+                "kubernetes.io/arch": "amd64",
+                "lambdalet.io/backend": backend,
+                "topology.kubernetes.io/region": region,
+            },
+        },
+        "spec": {
+            "taints": [{"key": "virtual-kubelet.io/provider", "value": backend, "effect": "NoSchedule"}],
+        },
+        "status": {
+            "capacity": dict(capacity),
+            "allocatable": dict(capacity),
+            "conditions": conditions(now),
+            "addresses": [{"type": "Hostname", "address": name}],
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "nodeInfo": {
+                "machineID": name, "systemUUID": name, "bootID": "",
+                "kernelVersion": "", "osImage": f"lambdalet {backend}",
+                "containerRuntimeVersion": f"{backend}://lambdalet",
+                "kubeletVersion": KUBELET_VERSION, "kubeProxyVersion": "",
+                "operatingSystem": "linux", "architecture": "amd64",
+            },
+        },
+    }
+
+
+def lease_object(node: str, node_uid: str | None, now: datetime) -> dict:
+    lease = {
+        "apiVersion": "coordination.k8s.io/v1",
+        "kind": "Lease",
+        "metadata": {"name": node, "namespace": LEASE_NAMESPACE},
+        "spec": {
+            "holderIdentity": node,
+            "leaseDurationSeconds": LEASE_DURATION_SECONDS,
+            "renewTime": micro_time(now),
+        },
+    }
+    if node_uid:  # as kubelet does: the lease goes away with its node
+        lease["metadata"]["ownerReferences"] = [
+            {"apiVersion": "v1", "kind": "Node", "name": node, "uid": node_uid}
+        ]
+    return lease
+
+
+def register(kube: KubeClient, node_obj: dict) -> dict:
+    """The node as it is in the cluster, creating it on first use."""
+    name = node_obj["metadata"]["name"]
+    return kube.get_node(name) or kube.create_node(node_obj) or kube.get_node(name)
+
+
+def renew_lease(kube: KubeClient, node: str, node_uid: str | None, now: datetime) -> bool:
+    """Renew the node's Lease (create it if missing). False when another writer won."""
+    current = kube.get_lease(LEASE_NAMESPACE, node)
+    if current is None:
+        return kube.create_lease(LEASE_NAMESPACE, lease_object(node, node_uid, now)) is not None
+    current["spec"]["renewTime"] = micro_time(now)
+    current["spec"]["holderIdentity"] = node
+    return kube.replace_lease(LEASE_NAMESPACE, current) is not None
+
+
+def heartbeat(kube: KubeClient, node_obj: dict, now: datetime) -> None:
+    """Register the node if needed, post Ready, renew the Lease."""
+    current = register(kube, node_obj) or {}
+    posted = conditions(now, (current.get("status") or {}).get("conditions"))
+    kube.patch_node_status(node_obj["metadata"]["name"], {"conditions": posted})
+    renew_lease(kube, node_obj["metadata"]["name"], current.get("metadata", {}).get("uid"), now)

@@ -1,0 +1,230 @@
+"""The reconciler's brain: pods + machines → actions. Pure, no I/O.
+
+``plan`` joins the pods bound to a node with the machines of that node on pod
+UID and says what converges them: create what is missing, stop what has no pod
+(or a duplicate), finalize pods whose machines are gone, patch only statuses
+that changed. The same function serves the scheduled reconcile (every pod of
+the node) and the fast paths (audit, cloud events: a few pods), so there is one
+logic, whatever woke us.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from chalicelib import pod_status as ps
+from chalicelib.machines.contract import Machine, MachinePhase, MachineSpec, StopCause
+from chalicelib.pod_spec import UnsupportedPod, machine_spec
+
+# Kubelet's crash-loop back-off: 10 s doubling per restart, capped at 5 min.
+BACKOFF_BASE = timedelta(seconds=10)
+BACKOFF_CAP = timedelta(minutes=5)
+# A machine without a pod bound to us is left alone this long: a fast path may
+# have created it for a pod whose binding we have not listed yet.
+ORPHAN_GRACE = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class Create:
+    pod: dict
+    spec: MachineSpec
+    status: dict  # what the pod shows once the create call succeeded
+
+
+@dataclass(frozen=True)
+class Stop:
+    machine: Machine
+    grace_seconds: int
+    reason: str
+    pod: dict | None = None  # for the Killing event, when there is a pod
+
+
+@dataclass(frozen=True)
+class PatchStatus:
+    pod: dict
+    status: dict
+
+
+@dataclass(frozen=True)
+class Finalize:
+    pod: dict
+
+
+@dataclass(frozen=True)
+class Emit:
+    pod: dict
+    type: str  # Normal | Warning
+    reason: str
+    message: str
+
+
+Action = Create | Stop | PatchStatus | Finalize | Emit
+
+
+@dataclass
+class Plan:
+    actions: list[Action] = field(default_factory=list)
+
+    def add(self, *actions: Action) -> None:
+        self.actions.extend(actions)
+
+    def of(self, kind: type) -> list:
+        return [a for a in self.actions if isinstance(a, kind)]
+
+
+def backoff(attempt: int) -> timedelta:
+    return min(BACKOFF_BASE * (2**attempt), BACKOFF_CAP)
+
+
+def wants_restart(policy: str, exit_codes: list[int]) -> bool:
+    if policy == "Always":
+        return True
+    if policy == "OnFailure":
+        return any(code != 0 for code in exit_codes)
+    return False
+
+
+def _oldest_first(machine: Machine) -> tuple:
+    return (machine.created_at, machine.id)
+
+
+def plan(
+    node: str,
+    pods: list[dict],
+    machines: list[Machine],
+    now: datetime,
+    *,
+    scope: set[str] | None = None,
+) -> Plan:
+    """Everything that converges ``node``. With ``scope`` (pod UIDs), only those
+    pods and their machines are considered: a fast path must not judge machines
+    whose pods it did not read."""
+    result = Plan()
+    by_uid: dict[str, list[Machine]] = defaultdict(list)
+    for machine in machines:
+        if scope is None or machine.pod.uid in scope:
+            by_uid[machine.pod.uid].append(machine)
+    seen: set[str] = set()
+    for pod in pods:
+        uid = pod["metadata"]["uid"]
+        if (pod.get("spec") or {}).get("nodeName") != node:
+            continue  # not ours (any more): its machines are orphans
+        seen.add(uid)
+        plan_pod(result, node, pod, sorted(by_uid.get(uid, []), key=_oldest_first), now)
+    for uid, orphans in by_uid.items():
+        if uid in seen:
+            continue
+        for machine in orphans:
+            if machine.phase in (MachinePhase.STOPPED, MachinePhase.STOPPING):
+                continue
+            if now - machine.created_at >= ORPHAN_GRACE:
+                result.add(Stop(machine, 0, "lambdalet: no pod bound to this node owns this machine"))
+    return result
+
+
+def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: datetime) -> None:
+    """Converge one pod with its machines (oldest first)."""
+    meta, spec = pod["metadata"], pod["spec"]
+    phase = (pod.get("status") or {}).get("phase", "Pending")
+    live = [m for m in machines if m.phase not in (MachinePhase.STOPPED, MachinePhase.STOPPING)]
+
+    if meta.get("deletionTimestamp"):
+        grace = int(meta.get("deletionGracePeriodSeconds", spec.get("terminationGracePeriodSeconds", 30)))
+        for machine in live:
+            result.add(
+                Stop(machine, grace, f"lambdalet: pod {meta['namespace']}/{meta['name']} deleted", pod),
+                Emit(pod, "Normal", "Killing", f"Stopping machine {machine.id}"),
+            )
+        if not any(m.phase != MachinePhase.STOPPED for m in machines):
+            result.add(Finalize(pod))
+        return
+
+    if phase in ps.TERMINAL_PHASES:
+        for machine in live:  # never rewrite a finished pod; just make sure nothing runs
+            result.add(Stop(machine, 0, "lambdalet: pod already finished"))
+        return
+
+    # One machine per attempt: keep the oldest, stop the younger duplicates.
+    by_attempt: dict[int, Machine] = {}
+    for machine in machines:
+        if machine.attempt in by_attempt:
+            if machine.phase not in (MachinePhase.STOPPED, MachinePhase.STOPPING):
+                result.add(Stop(machine, 0, "lambdalet: duplicate machine for this pod"))
+            continue
+        by_attempt[machine.attempt] = machine
+
+    attempt = max([ps.restart_count(pod), *by_attempt.keys()])
+    current, previous = by_attempt.get(attempt), by_attempt.get(attempt - 1)
+
+    if current is None:
+        if ps.seen_started(pod, attempt):
+            status = ps.lost_status(
+                pod, now, restart_count=attempt,
+                detail=f"The machine of this pod (attempt {attempt}) disappeared from the cloud",
+            )
+            result.add(
+                PatchStatus(pod, status),
+                Emit(pod, "Warning", ps.MACHINE_LOST, "The pod's machine disappeared; the pod has failed"),
+            )
+            return
+        _create(result, node, pod, attempt, previous, now)
+        return
+
+    if current.phase != MachinePhase.STOPPED:
+        _patch(result, pod, ps.running_status(pod, current, now, restart_count=attempt, previous=previous))
+        return
+
+    # The current machine has stopped: why?
+    if current.stop_cause == StopCause.FAILED_TO_START:
+        message = current.stop_reason or "the machine failed to start"
+        state = {"terminated": {"exitCode": 128, "reason": "StartError", "message": message}}
+        status = ps.failed_status(pod, now, reason=ps.PROVIDER_FAILED, message=message,
+                                  container_state=state, machine=current, restart_count=attempt)
+        if ps.status_differs(pod, status):
+            result.add(PatchStatus(pod, status), Emit(pod, "Warning", "Failed", message))
+        return
+    if current.stop_cause == StopCause.LOST:
+        detail = current.stop_reason or "the cloud stopped the machine"
+        result.add(
+            PatchStatus(pod, ps.lost_status(pod, now, restart_count=attempt, detail=detail)),
+            Emit(pod, "Warning", ps.MACHINE_LOST, detail),
+        )
+        return
+
+    codes = [r.exit_code if r.exit_code is not None else 1 for r in current.containers]
+    if not wants_restart(spec.get("restartPolicy", "Always"), codes):
+        _patch(result, pod, ps.exited_status(pod, current, now, restart_count=attempt, previous=previous))
+        return
+
+    stopped_at = current.stopped_at or current.created_at
+    wait = stopped_at + backoff(attempt) - now
+    if wait > timedelta(0):
+        names = ",".join(r.name for r in current.containers if r.exit_code) or "containers"
+        message = f"back-off {int(backoff(attempt).total_seconds())}s restarting failed container {names}"
+        status = ps.running_status(pod, current, now, restart_count=attempt, previous=previous,
+                                   waiting=("CrashLoopBackOff", message))
+        if ps.status_differs(pod, status):
+            result.add(PatchStatus(pod, status), Emit(pod, "Warning", "BackOff", message))
+        return
+    _create(result, node, pod, attempt + 1, current, now)
+
+
+def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine | None, now: datetime) -> None:
+    try:
+        spec = machine_spec(pod, node, attempt)
+    except UnsupportedPod as err:
+        message = f"lambdalet cannot run this pod: {err}"
+        state = {"waiting": {"reason": "CreateContainerConfigError", "message": message}}
+        status = ps.failed_status(pod, now, reason=ps.PROVIDER_FAILED, message=message,
+                                  container_state=state, restart_count=attempt)
+        result.add(PatchStatus(pod, status), Emit(pod, "Warning", "ProviderCreateFailed", message))
+        return
+    status = ps.running_status(pod, None, now, restart_count=attempt, previous=previous)
+    result.add(Create(pod, spec, status))
+
+
+def _patch(result: Plan, pod: dict, status: dict) -> None:
+    if ps.status_differs(pod, status):
+        result.add(PatchStatus(pod, status))

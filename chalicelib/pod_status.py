@@ -1,0 +1,228 @@
+"""Machine → PodStatus: pure functions that write a status as a kubelet would.
+
+Full statuses only: phase, the four conditions with transition times,
+per-container states (waiting / running / terminated with reasons and exit
+codes), restartCount, lastState, podIP(s), hostIP(s), startTime. Missing
+conditions leave pods stuck in real clusters, so we never write a partial one.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase
+
+CONDITION_TYPES = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+TERMINAL_PHASES = ("Succeeded", "Failed")
+
+# Pod-level reasons (status.reason); "ProviderFailed" is virtual-kubelet's own.
+PROVIDER_FAILED = "ProviderFailed"
+MACHINE_LOST = "MachineLost"
+
+
+def rfc3339(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datetime) -> list[dict]:
+    """The four conditions, keeping lastTransitionTime where the status did not change."""
+    existing = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
+    wanted = {
+        "PodScheduled": ("True", None),
+        "Initialized": ("True", None),
+        "ContainersReady": ("True", None) if ready else ("False", not_ready_reason),
+        "Ready": ("True", None) if ready else ("False", not_ready_reason),
+    }
+    out = []
+    for kind in CONDITION_TYPES:
+        status, reason = wanted[kind]
+        old = existing.get(kind)
+        if kind == "PodScheduled" and old and old.get("status") == "True":
+            out.append(old)  # written by the apiserver at binding: keep it as it is
+            continue
+        changed = old is None or old.get("status") != status
+        condition = {
+            "type": kind,
+            "status": status,
+            "lastProbeTime": None,
+            "lastTransitionTime": rfc3339(now) if changed else old.get("lastTransitionTime") or rfc3339(now),
+        }
+        if reason:
+            condition["reason"] = reason
+        out.append(condition)
+    return out
+
+
+def container_state(run: ContainerRun | None) -> dict:
+    """A ContainerState from one observed container run (None: not created yet)."""
+    if run is None:
+        return {"waiting": {"reason": "ContainerCreating"}}
+    if run.state == "running":
+        return {"running": {"startedAt": rfc3339(run.started_at)} if run.started_at else {}}
+    if run.state == "terminated":
+        exit_code = run.exit_code if run.exit_code is not None else 0
+        terminated: dict = {
+            "exitCode": exit_code,
+            "reason": run.reason or ("Completed" if exit_code == 0 else "Error"),
+        }
+        if run.message:
+            terminated["message"] = run.message
+        if run.started_at:
+            terminated["startedAt"] = rfc3339(run.started_at)
+        if run.finished_at:
+            terminated["finishedAt"] = rfc3339(run.finished_at)
+        if run.container_id:
+            terminated["containerID"] = run.container_id
+        return {"terminated": terminated}
+    waiting = {"reason": run.reason or "ContainerCreating"}
+    if run.message:
+        waiting["message"] = run.message
+    return {"waiting": waiting}
+
+
+def _runs(machine: Machine | None) -> dict[str, ContainerRun]:
+    return {run.name: run for run in machine.containers} if machine else {}
+
+
+def _container_statuses(
+    pod: dict,
+    current: dict[str, dict],
+    runs: dict[str, ContainerRun],
+    last: dict[str, ContainerRun],
+    restart_count: int,
+) -> list[dict]:
+    out = []
+    for container in pod["spec"]["containers"]:
+        name = container["name"]
+        run = runs.get(name)
+        state = current.get(name) or container_state(run)
+        status = {
+            "name": name,
+            "image": container["image"],
+            "imageID": (run.image_id if run and run.image_id else ""),
+            "ready": "running" in state,
+            "started": "running" in state,
+            "restartCount": restart_count,
+            "state": state,
+            "lastState": container_state(last[name]) if name in last else {},
+        }
+        if run and run.container_id:
+            status["containerID"] = run.container_id
+        out.append(status)
+    return out
+
+
+def _addresses(pod: dict, machine: Machine | None) -> dict:
+    old = pod.get("status") or {}
+    ip = (machine.ip if machine else None) or old.get("podIP")
+    host_ip = (machine.host_ip if machine else None) or old.get("hostIP") or ip
+    out: dict = {}
+    if ip:
+        out["podIP"] = ip
+        out["podIPs"] = [{"ip": ip}]
+    if host_ip:
+        out["hostIP"] = host_ip
+        out["hostIPs"] = [{"ip": host_ip}]
+    return out
+
+
+def _base(pod: dict, phase: str, now: datetime, machine: Machine | None) -> dict:
+    old = pod.get("status") or {}
+    start = old.get("startTime") or rfc3339(machine.created_at if machine else now)
+    return {"phase": phase, "startTime": start, **_addresses(pod, machine)}
+
+
+def running_status(
+    pod: dict,
+    machine: Machine | None,
+    now: datetime,
+    *,
+    restart_count: int = 0,
+    previous: Machine | None = None,
+    waiting: tuple[str, str] | None = None,
+) -> dict:
+    """Status of a pod whose machine is starting, running or being replaced.
+
+    ``waiting`` forces every container into waiting (reason, message): used for
+    create retries and crash-loop back-off.
+    """
+    runs = _runs(machine)
+    forced = {}
+    if waiting:
+        reason, message = waiting
+        state = {"waiting": {"reason": reason, "message": message}}
+        forced = {c["name"]: state for c in pod["spec"]["containers"]}
+    statuses = _container_statuses(pod, forced, runs, _runs(previous), restart_count)
+    ready = bool(statuses) and all(s["ready"] for s in statuses)
+    was_running = (pod.get("status") or {}).get("phase") == "Running"
+    phase = "Running" if (machine and machine.phase != MachinePhase.PENDING) or was_running or restart_count else "Pending"
+    status = _base(pod, phase, now, machine)
+    status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now)
+    status["containerStatuses"] = statuses
+    return status
+
+
+def exited_status(pod: dict, machine: Machine, now: datetime, *, restart_count: int, previous: Machine | None) -> dict:
+    """Terminal status once every container of the last machine has exited."""
+    runs = _runs(machine)
+    statuses = _container_statuses(pod, {}, runs, _runs(previous), restart_count)
+    codes = [s["state"].get("terminated", {}).get("exitCode", 1) for s in statuses]
+    phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
+    status = _base(pod, phase, now, machine)
+    status["conditions"] = _conditions(pod, False, "PodCompleted", now)
+    status["containerStatuses"] = statuses
+    return status
+
+
+def failed_status(
+    pod: dict,
+    now: datetime,
+    *,
+    reason: str,
+    message: str,
+    container_state: dict,
+    machine: Machine | None = None,
+    restart_count: int = 0,
+) -> dict:
+    """Terminal Failed status with a pod-level reason a user can read in `kubectl describe`."""
+    forced = {c["name"]: container_state for c in pod["spec"]["containers"]}
+    statuses = _container_statuses(pod, forced, _runs(machine), {}, restart_count)
+    status = _base(pod, "Failed", now, machine)
+    status.update(reason=reason, message=message)
+    status["conditions"] = _conditions(pod, False, "PodFailed", now)
+    status["containerStatuses"] = statuses
+    return status
+
+
+def lost_status(pod: dict, now: datetime, *, restart_count: int, detail: str) -> dict:
+    """The machine vanished under a running pod: Failed, as pod GC does for a lost node."""
+    state = {
+        "terminated": {
+            "exitCode": 137,
+            "reason": "ContainerStatusUnknown",
+            "message": "The container could not be located when the pod was terminated",
+        }
+    }
+    return failed_status(pod, now, reason=MACHINE_LOST, message=detail, container_state=state, restart_count=restart_count)
+
+
+def status_differs(pod: dict, desired: dict) -> bool:
+    """True when writing ``desired`` would change what the pod shows.
+
+    Only the keys we write are compared: the apiserver adds others (qosClass).
+    """
+    current = pod.get("status") or {}
+    return any(current.get(key) != value for key, value in desired.items())
+
+
+def restart_count(pod: dict) -> int:
+    return max((s.get("restartCount", 0) for s in (pod.get("status") or {}).get("containerStatuses") or []), default=0)
+
+
+def seen_started(pod: dict, attempt: int) -> bool:
+    """Did we already show this attempt's containers running or exited?"""
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any(
+        s.get("restartCount", 0) == attempt and ("running" in (s.get("state") or {}) or "terminated" in (s.get("state") or {}))
+        for s in statuses
+    )
