@@ -203,7 +203,8 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
     if wait > timedelta(0):
         names = ",".join(r.name for r in current.containers if r.exit_code) or "containers"
         message = f"back-off {int(backoff(attempt).total_seconds())}s restarting failed container {names}"
-        status = ps.running_status(pod, current, now, restart_count=attempt, previous=previous,
+        # As kubelet shows a crash loop: waiting now, the exit just seen as lastState.
+        status = ps.running_status(pod, current, now, restart_count=attempt, previous=current,
                                    waiting=("CrashLoopBackOff", message))
         if ps.status_differs(pod, status):
             result.add(PatchStatus(pod, status), Emit(pod, "Warning", "BackOff", message))

@@ -1,0 +1,207 @@
+"""The planner's decisions, as pure functions: pods + machines -> actions."""
+
+from datetime import timedelta
+
+import pytest
+
+from chalicelib import plan as p
+from chalicelib.machines.contract import MachinePhase, StopCause
+from tests.world.pods import T0, machine, pod, with_status
+
+NODE = "vk-1"
+
+
+def only(result, kind):
+    found = result.of(kind)
+    assert len(found) == 1, result.actions
+    return found[0]
+
+
+def test_pod_without_machine_gets_one_created_and_shows_container_creating():
+    pd = pod()
+    result = p.plan(NODE, [pd], [], T0)
+    create = only(result, p.Create)
+    assert create.spec.pod.uid == pd["metadata"]["uid"] and create.spec.attempt == 0
+    assert create.status["phase"] == "Pending"
+    assert create.status["containerStatuses"][0]["state"] == {"waiting": {"reason": "ContainerCreating"}}
+
+
+def test_running_machine_makes_a_full_running_status():
+    pd = pod()
+    status = only(p.plan(NODE, [pd], [machine(pd)], T0), p.PatchStatus).status
+    assert status["phase"] == "Running"
+    assert [c["type"] for c in status["conditions"]] == ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+    assert all(c["status"] == "True" for c in status["conditions"])
+    # the binding's PodScheduled condition is kept as the apiserver wrote it
+    assert status["conditions"][0]["lastTransitionTime"] == "2026-11-27T11:59:01Z"
+    cs = status["containerStatuses"][0]
+    assert cs["ready"] and cs["started"] and cs["restartCount"] == 0
+    assert cs["state"]["running"]["startedAt"] == "2026-11-27T12:00:05Z"
+    assert cs["containerID"] == "containerd://app-0" and cs["lastState"] == {}
+    assert status["podIP"] == "10.0.0.7" and status["podIPs"] == [{"ip": "10.0.0.7"}]
+    assert status["hostIP"] == "10.0.0.7" and status["startTime"]
+
+
+def test_unchanged_status_is_not_written_again():
+    pd = pod()
+    m = machine(pd)
+    status = only(p.plan(NODE, [pd], [m], T0), p.PatchStatus).status
+    again = p.plan(NODE, [with_status(pd, status)], [m], T0 + timedelta(minutes=1))
+    assert again.actions == []
+
+
+def test_transition_times_are_kept_when_a_condition_does_not_change():
+    pd = pod()
+    m = machine(pd)
+    first = only(p.plan(NODE, [pd], [m], T0), p.PatchStatus).status
+    stopped = machine(pd, MachinePhase.STOPPED, codes=[0], cause=StopCause.EXITED, mid=m.id)
+    pd2 = pod(restart="Never", uid=pd["metadata"]["uid"])
+    later = only(p.plan(NODE, [with_status(pd2, first)], [stopped], T0 + timedelta(minutes=5)), p.PatchStatus).status
+    times = {c["type"]: c["lastTransitionTime"] for c in later["conditions"]}
+    assert times["Initialized"] == "2026-11-27T12:00:00Z"  # unchanged since first
+    assert times["Ready"] == "2026-11-27T12:05:00Z"  # True -> False now
+
+
+@pytest.mark.parametrize(
+    "policy,codes,phase",
+    [("Never", [0], "Succeeded"), ("Never", [3], "Failed"), ("OnFailure", [0], "Succeeded"),
+     ("Never", [0, 1], "Failed")],
+)
+def test_exited_machine_ends_the_pod_when_the_policy_does_not_restart(policy, codes, phase):
+    containers = [{"name": f"c{i}", "image": "busybox"} for i in range(len(codes))]
+    pd = pod(restart=policy, containers=containers)
+    m = machine(pd, MachinePhase.STOPPED, codes=codes, cause=StopCause.EXITED)
+    status = only(p.plan(NODE, [pd], [m], T0 + timedelta(minutes=1)), p.PatchStatus).status
+    assert status["phase"] == phase
+    terminated = [c["state"]["terminated"] for c in status["containerStatuses"]]
+    assert [t["exitCode"] for t in terminated] == codes
+    assert [t["reason"] for t in terminated] == ["Completed" if c == 0 else "Error" for c in codes]
+    ready = {c["type"]: c for c in status["conditions"]}["Ready"]
+    assert ready["status"] == "False" and ready["reason"] == "PodCompleted"
+
+
+@pytest.mark.parametrize("policy,codes", [("Always", [0]), ("Always", [2]), ("OnFailure", [2])])
+def test_exited_machine_is_restarted_after_backoff_when_the_policy_asks(policy, codes):
+    pd = pod(restart=policy)
+    m = machine(pd, MachinePhase.STOPPED, codes=codes, cause=StopCause.EXITED, stopped=T0)
+    waiting = p.plan(NODE, [pd], [m], T0 + timedelta(seconds=3))
+    assert not waiting.of(p.Create)
+    status = only(waiting, p.PatchStatus).status
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert status["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == codes[0]
+    later = p.plan(NODE, [pd], [m], T0 + p.backoff(0))
+    create = only(later, p.Create)
+    assert create.spec.attempt == 1
+    assert create.status["phase"] == "Running"
+    assert create.status["containerStatuses"][0]["restartCount"] == 1
+    assert create.status["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == codes[0]
+
+
+def test_backoff_doubles_and_is_capped():
+    assert [p.backoff(n).total_seconds() for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_restart_count_follows_the_newest_attempt():
+    pd = pod()
+    old = machine(pd, MachinePhase.STOPPED, codes=[1], cause=StopCause.EXITED, attempt=0)
+    new = machine(pd, MachinePhase.RUNNING, attempt=1, created=T0 + timedelta(minutes=1))
+    status = only(p.plan(NODE, [pd], [old, new], T0 + timedelta(minutes=2)), p.PatchStatus).status
+    cs = status["containerStatuses"][0]
+    assert cs["restartCount"] == 1 and "running" in cs["state"]
+    assert cs["lastState"]["terminated"]["exitCode"] == 1
+
+
+def test_duplicate_machines_keep_the_oldest():
+    pd = pod()
+    oldest = machine(pd, created=T0)
+    younger = machine(pd, created=T0 + timedelta(seconds=2))
+    result = p.plan(NODE, [pd], [younger, oldest], T0 + timedelta(minutes=1))
+    assert only(result, p.Stop).machine.id == younger.id
+    assert not result.of(p.Create)
+
+
+def test_machine_without_pod_is_stopped_after_the_grace_period():
+    gone = pod()
+    m = machine(gone, created=T0)
+    assert p.plan(NODE, [], [m], T0 + timedelta(seconds=10)).actions == []
+    assert only(p.plan(NODE, [], [m], T0 + p.ORPHAN_GRACE), p.Stop).machine.id == m.id
+
+
+def test_machine_of_a_pod_bound_elsewhere_is_an_orphan():
+    pd = pod(node="other-node")
+    m = machine(pod(uid=pd["metadata"]["uid"]))
+    assert only(p.plan(NODE, [pd], [m], T0 + p.ORPHAN_GRACE), p.Stop).machine.id == m.id
+
+
+def test_scope_protects_machines_of_pods_the_fast_path_did_not_read():
+    other = machine(pod(), created=T0)
+    assert p.plan(NODE, [], [other], T0 + timedelta(hours=1), scope={"some-other-uid"}).actions == []
+
+
+def test_deleted_pod_stops_its_machine_with_its_grace_then_is_finalized():
+    pd = pod(deleting=True, grace=45)
+    m = machine(pd)
+    first = p.plan(NODE, [pd], [m], T0)
+    stop = only(first, p.Stop)
+    assert stop.machine.id == m.id and stop.grace_seconds == 45
+    assert not first.of(p.Finalize)
+    assert {e.reason for e in first.of(p.Emit)} == {"Killing"}
+    stopping = m.model_copy(update={"phase": MachinePhase.STOPPING})
+    assert p.plan(NODE, [pd], [stopping], T0).actions == []
+    stopped = machine(pd, MachinePhase.STOPPED, codes=[143], cause=StopCause.REQUESTED, mid=m.id)
+    assert only(p.plan(NODE, [pd], [stopped], T0), p.Finalize).pod is pd
+
+
+def test_deleted_pod_without_machine_is_finalized_at_once():
+    pd = pod(deleting=True)
+    assert only(p.plan(NODE, [pd], [], T0), p.Finalize)
+
+
+def test_machine_vanishing_under_a_running_pod_fails_it():
+    pd = pod()
+    running = with_status(pd, only(p.plan(NODE, [pd], [machine(pd)], T0), p.PatchStatus).status)
+    status = only(p.plan(NODE, [running], [], T0 + timedelta(minutes=1)), p.PatchStatus).status
+    assert status["phase"] == "Failed" and status["reason"] == "MachineLost"
+    assert status["containerStatuses"][0]["state"]["terminated"]["reason"] == "ContainerStatusUnknown"
+
+
+def test_pod_whose_machine_has_not_appeared_yet_is_not_failed():
+    pd = pod()
+    shown = with_status(pd, only(p.plan(NODE, [pd], [], T0), p.Create).status)
+    result = p.plan(NODE, [shown], [], T0 + timedelta(minutes=10))
+    assert only(result, p.Create).spec.attempt == 0  # asked again (idempotent), never failed
+    assert not result.of(p.PatchStatus)
+
+
+def test_machine_that_failed_to_start_fails_the_pod_with_the_clouds_words():
+    pd = pod()
+    m = machine(pd, MachinePhase.STOPPED, codes=[0], cause=StopCause.FAILED_TO_START,
+                reason="CannotPullContainerError: pull image manifest has been retried 5 time(s)")
+    result = p.plan(NODE, [pd], [m], T0)
+    status = only(result, p.PatchStatus).status
+    assert status["phase"] == "Failed" and status["reason"] == "ProviderFailed"
+    assert "CannotPullContainerError" in status["message"]
+    assert status["containerStatuses"][0]["state"]["terminated"]["reason"] == "StartError"
+    assert only(result, p.Emit).type == "Warning"
+
+
+def test_lost_machine_fails_the_pod():
+    pd = pod()
+    m = machine(pd, MachinePhase.STOPPED, codes=[137], cause=StopCause.LOST, reason="Your Spot Task was interrupted.")
+    status = only(p.plan(NODE, [pd], [m], T0), p.PatchStatus).status
+    assert status["phase"] == "Failed" and status["reason"] == "MachineLost" and "Spot" in status["message"]
+
+
+def test_finished_pods_are_never_rewritten():
+    pd = pod(phase="Succeeded", restart="Never")
+    m = machine(pd, MachinePhase.STOPPED, codes=[1], cause=StopCause.EXITED)
+    assert p.plan(NODE, [pd], [m], T0).actions == []
+
+
+def test_unsupported_pod_fails_with_a_reason_a_user_can_act_on():
+    pd = pod(containers=[{"name": "app", "image": "nginx", "securityContext": {"privileged": True}}])
+    result = p.plan(NODE, [pd], [], T0)
+    assert not result.of(p.Create)
+    status = only(result, p.PatchStatus).status
+    assert status["phase"] == "Failed" and status["reason"] == "ProviderFailed"
+    assert "privileged" in status["message"]

@@ -1,0 +1,53 @@
+"""Settings fail at start, naming the variable."""
+
+import pytest
+
+from chalicelib.settings import SettingsError, load_settings
+
+GOOD = {
+    "LAMBDALET_K8S_API_URL": "https://k8s.example:6443",
+    "LAMBDALET_K8S_TOKEN_SECRET": "lambdalet/token",
+    "LAMBDALET_NODE_NAMES": "vk-a, vk-b",
+    "LAMBDALET_ECS_CLUSTER": "c1",
+    "LAMBDALET_ECS_SUBNETS": "subnet-1,subnet-2",
+    "LAMBDALET_ECS_SECURITY_GROUPS": "sg-1",
+    "AWS_REGION": "eu-west-1",
+}
+
+
+@pytest.fixture
+def env(monkeypatch):
+    for key in list(__import__("os").environ):
+        if key.startswith("LAMBDALET_"):
+            monkeypatch.delenv(key)
+    for key, value in GOOD.items():
+        monkeypatch.setenv(key, value)
+    return monkeypatch
+
+
+def test_good_settings_parse_lists_and_bools(env):
+    env.setenv("LAMBDALET_ECS_ASSIGN_PUBLIC_IP", "true")
+    s = load_settings()
+    assert s.node_names == ("vk-a", "vk-b") and s.ecs_subnets == ("subnet-1", "subnet-2")
+    assert s.ecs_assign_public_ip is True and s.region == "eu-west-1"
+
+
+@pytest.mark.parametrize("var", ["LAMBDALET_K8S_API_URL", "LAMBDALET_ECS_CLUSTER", "AWS_REGION", "LAMBDALET_NODE_NAMES"])
+def test_missing_setting_names_the_variable(env, var):
+    env.delenv(var)
+    with pytest.raises(SettingsError, match=var):
+        load_settings()
+
+
+def test_invalid_setting_names_the_variable(env):
+    env.setenv("LAMBDALET_K8S_API_URL", "kubernetes:6443")
+    env.setenv("LAMBDALET_ECS_ASSIGN_PUBLIC_IP", "perhaps")
+    with pytest.raises(SettingsError) as err:
+        load_settings()
+    assert "LAMBDALET_K8S_API_URL" in str(err.value) and "LAMBDALET_ECS_ASSIGN_PUBLIC_IP" in str(err.value)
+
+
+def test_empty_list_is_invalid(env):
+    env.setenv("LAMBDALET_ECS_SECURITY_GROUPS", " , ")
+    with pytest.raises(SettingsError, match="LAMBDALET_ECS_SECURITY_GROUPS"):
+        load_settings()
