@@ -1,0 +1,145 @@
+"""The local sandbox: `./dev sandbox`.
+
+Starts, on loopback, the Kubernetes API simulator (with its scheduler and audit
+webhook), a moto server standing in for AWS with the Fargate data plane, and
+lambdalet's Chalice app: its HTTP route served by `chalice local`'s server (the
+simulator's audit webhook posts there), its schedule and its ECS event handler
+invoked as Lambda would. Then it applies examples/*.yaml. `kubectl --kubeconfig
+<printed path> get pods -o wide` shows them; Ctrl-C stops everything.
+
+LAMBDALET_SANDBOX_ONESHOT=1: run the example scenario, print each pod's final
+phase and exit 0 only if each reached the phase its `lambdalet.io/sandbox-expect`
+annotation names.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+from tests.world.stack import REPO, Stack
+
+RUN_DIR = REPO / "sandbox-run"
+EXPECT = "lambdalet.io/sandbox-expect"
+RECONCILE_EVERY = 10.0  # seconds; Lambda's schedule is 1 min, the sandbox is impatient
+CLOUD_STEP_EVERY = 1.0
+ONESHOT_TIMEOUT = 120.0
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def start_moto() -> tuple[object, str]:
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    return server, f"http://{host}:{port}"
+
+
+def start_http(app) -> tuple[object, str]:
+    """The app's API routes on loopback through `chalice local`'s own server."""
+    from chalice.cli.factory import CLIFactory
+    from chalice.local import create_local_server
+
+    config = CLIFactory(str(REPO)).create_config_obj(chalice_stage_name="local")
+    server = create_local_server(app, config, "127.0.0.1", 0)
+    threading.Thread(target=server.serve_forever, daemon=True, name="chalice-local").start()
+    host, port = server.server.server_address[:2]
+    return server, f"http://{host}:{port}"
+
+
+def examples() -> list[dict]:
+    return [yaml.safe_load(path.read_text()) for path in sorted((REPO / "examples").glob("*.yaml"))]
+
+
+class Sandbox:
+    def __init__(self):
+        self.stop_event = threading.Event()
+        self.lock = threading.Lock()  # one invocation at a time, like a reserved concurrency of 1
+
+    def run(self, oneshot: bool) -> int:
+        moto, endpoint = start_moto()
+        stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False,
+                      audit={"batch_max_size": 400, "batch_max_wait": 1.0})
+        try:
+            stack.start()
+            http, api_url = start_http(stack.app)
+            stack.connect_audit(f"{api_url}/audit")  # the real path: HTTP from the apiserver
+            stack.sim.start_scheduler(interval=0.5)
+            RUN_DIR.mkdir(exist_ok=True)
+            kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
+            self.invoke(stack.reconcile)  # registers the virtual node
+            for manifest in examples():
+                stack.create_pod(manifest)
+            threading.Thread(target=self.eventbridge, args=(stack,), daemon=True).start()
+            print(f"lambdalet sandbox: Kubernetes API {stack.sim.url}, AWS (moto) {endpoint}, /audit at {api_url}/audit")
+            print(f"  kubectl --kubeconfig {kubeconfig} get pods -o wide")
+            print(f"  kubectl --kubeconfig {kubeconfig} describe pod job-fails")
+            sys.stdout.flush()
+            return self.oneshot(stack) if oneshot else self.forever()
+        finally:
+            self.stop_event.set()
+            with self.lock:
+                stack.stop()
+            moto.stop()
+
+    def invoke(self, call, *args):
+        with self.lock:
+            try:
+                return call(*args)
+            except Exception as err:  # noqa: BLE001 - the sandbox keeps running; say what broke
+                print(f"sandbox: {getattr(call, '__name__', call)} failed: {err}", file=sys.stderr)
+
+    def eventbridge(self, stack: Stack) -> None:
+        """What EventBridge does in AWS: the schedule, and ECS task state changes."""
+        next_reconcile = time.monotonic() + RECONCILE_EVERY
+        while not self.stop_event.wait(CLOUD_STEP_EVERY):
+            self.invoke(stack.cloud_step)
+            if time.monotonic() >= next_reconcile:
+                self.invoke(stack.reconcile)
+                next_reconcile = time.monotonic() + RECONCILE_EVERY
+
+    def forever(self) -> int:
+        signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
+        print("Running until Ctrl-C.")
+        try:
+            while not self.stop_event.wait(1.0):
+                pass
+        except KeyboardInterrupt:
+            print("\nstopping the sandbox")
+        return 0
+
+    def oneshot(self, stack: Stack) -> int:
+        wanted = {m["metadata"]["name"]: m["metadata"]["annotations"][EXPECT] for m in examples()}
+        deadline = time.monotonic() + ONESHOT_TIMEOUT
+        phases: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            with self.lock:
+                phases = {name: ((stack.pod(name) or {}).get("status") or {}).get("phase", "Gone") for name in wanted}
+            if phases == wanted:
+                break
+            time.sleep(1.0)
+        ok = phases == wanted
+        for name, phase in phases.items():
+            mark = "ok" if phase == wanted[name] else f"expected {wanted[name]}"
+            print(f"  {name}: {phase} ({mark})")
+        print("sandbox scenario:", "passed" if ok else "FAILED")
+        return 0 if ok else 1
+
+
+def main() -> int:
+    return Sandbox().run(oneshot=os.environ.get("LAMBDALET_SANDBOX_ONESHOT") == "1")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

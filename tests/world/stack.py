@@ -1,0 +1,211 @@
+"""The whole test world in one object: Kubernetes simulator + moto + the Fargate
+data plane + lambdalet's Chalice app, wired as in production.
+
+The app is driven only through its real entry points (chalice.test.Client):
+the audit webhook over the app's HTTP route, the schedule and the ECS event
+handler as Lambda invocations. Its settings come from the environment, like in
+Lambda, and point at the simulator and moto. One manual clock drives the
+simulator, the data plane and the app, so time-dependent behaviour (back-off,
+grace periods) is deterministic; ``advance()`` moves it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from contextlib import ExitStack
+from pathlib import Path
+
+import boto3
+from chalice.test import Client
+from kubernetes.client import CoreV1Api
+
+from tests.world.fargate_plane import Clock, FargatePlane, make_network
+from tests.world.kube_sim import KubeSim
+
+REPO = Path(__file__).resolve().parents[2]
+REGION = "us-east-1"
+ACCOUNT = "123456789012"
+CLUSTER = "lambdalet"
+NODE = "vk-lambdalet"
+SA_TOKEN = "lambdalet-service-account-token"
+SA_USER = "system:serviceaccount:lambdalet:lambdalet"
+TOKEN_SECRET = "lambdalet/service-account-token"
+
+
+def aws_env(endpoint_url: str | None = None) -> dict[str, str]:
+    env = {
+        "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_SESSION_TOKEN": "testing", "AWS_DEFAULT_REGION": REGION, "AWS_REGION": REGION,
+    }
+    if endpoint_url:
+        env["AWS_ENDPOINT_URL"] = endpoint_url
+    return env
+
+
+class Stack:
+    """Start with ``with Stack() as s:``; see the module docstring."""
+
+    def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
+                 clock=None, audit: dict | None = None, connect_audit: bool = True):
+        self.nodes = nodes
+        self.clock = clock or Clock()
+        self.moto_endpoint = moto_endpoint  # None: moto in-process (mock_aws)
+        self.audit_options = audit or {}
+        self._connect_audit = connect_audit
+        self._exit = ExitStack()
+        self._saved_env: dict[str, str | None] = {}
+
+    # -- life cycle ----------------------------------------------------------
+    def __enter__(self) -> "Stack":
+        try:
+            self.start()
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    def start(self) -> None:
+        self._setenv(aws_env(self.moto_endpoint))
+        if self.moto_endpoint is None:
+            from moto import mock_aws
+
+            self._exit.enter_context(mock_aws())
+        self.sim = self._exit.enter_context(KubeSim(clock=self.clock))
+        self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts", "system:authenticated"])
+        self.core = CoreV1Api(self.sim.api_client())
+
+        network = make_network(boto3.client("ec2", region_name=REGION))
+        boto3.client("ecs", region_name=REGION).create_cluster(clusterName=CLUSTER)
+        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=TOKEN_SECRET, SecretString=SA_TOKEN)
+        self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock)
+        self._exit.callback(self.plane.close)
+
+        self._setenv({
+            "LAMBDALET_K8S_API_URL": self.sim.url,
+            "LAMBDALET_K8S_TOKEN_SECRET": TOKEN_SECRET,
+            "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
+            "LAMBDALET_ECS_CLUSTER": CLUSTER,
+            "LAMBDALET_ECS_SUBNETS": ",".join(network["subnets"]),
+            "LAMBDALET_ECS_SECURITY_GROUPS": ",".join(network["security_groups"]),
+            "POWERTOOLS_METRICS_DISABLED": "true",
+        })
+        from chalicelib import wiring
+
+        import app as lambdalet
+
+        wiring.reset()
+        self.app = lambdalet.app
+        self.client = self._exit.enter_context(Client(self.app, stage_name="local", project_dir=str(REPO)))
+        wiring.world().clock = self.clock
+        self.audit_answers: list[int] = []
+        if self._connect_audit:
+            self.connect_audit(self.deliver_audit)
+
+    def connect_audit(self, sink) -> None:
+        """Point the simulator's audit webhook at ``sink`` (a URL or a callable)."""
+        self.audit = self.sim.add_audit_webhook(sink, **self.audit_options)
+
+    def stop(self) -> None:
+        self._exit.close()
+        from chalicelib import wiring
+
+        wiring.reset()
+        for key, value in self._saved_env.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        self._saved_env.clear()
+
+    def _setenv(self, values: dict[str, str]) -> None:
+        for key, value in values.items():
+            self._saved_env.setdefault(key, os.environ.get(key))
+            os.environ[key] = value
+
+    # -- the app's entry points ---------------------------------------------
+    def deliver_audit(self, body: bytes) -> int:
+        """The audit webhook's HTTP call, into the app's /audit route."""
+        response = self.client.http.post("/audit", headers={"Content-Type": "application/json"}, body=body)
+        self.audit_answers.append(response.status_code)
+        return response.status_code
+
+    def reconcile(self):
+        event = self.client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region=REGION)
+        return self.client.lambda_.invoke("reconcile", event).payload
+
+    def machine_events(self, events: list[dict]) -> list:
+        return [self.client.lambda_.invoke("on_machine_event", event).payload for event in events]
+
+    # -- moving the world ----------------------------------------------------
+    def cloud_step(self, deliver: bool = True) -> list[dict]:
+        """One step of every Fargate task; its state-change events go to the app."""
+        events = self.plane.step()
+        if deliver:
+            self.machine_events(events)
+        return events
+
+    def advance(self, seconds: float) -> None:
+        self.clock.advance(seconds)
+
+    def settle(self, *, rounds: int = 12, seconds: float = 1.0, reconcile: bool = False,
+               deliver_events: bool = True) -> None:
+        """Let the world run: schedule, audit, cloud steps (and the reconcile if asked)."""
+        for _ in range(rounds):
+            self.sim.scheduler.run_once()
+            self.audit.flush()
+            self.cloud_step(deliver=deliver_events)
+            if reconcile:
+                self.reconcile()
+            self.advance(seconds)
+
+    # -- looking at it ------------------------------------------------------
+    def create_pod(self, manifest: dict, namespace: str = "default") -> dict:
+        return json.loads(self.core.create_namespaced_pod(namespace, manifest, _preload_content=False).data)
+
+    def pod(self, name: str, namespace: str = "default") -> dict | None:
+        from kubernetes.client.exceptions import ApiException
+
+        try:
+            return json.loads(self.core.read_namespaced_pod(name, namespace, _preload_content=False).data)
+        except ApiException as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def tasks(self, desired: str | None = None) -> list[dict]:
+        ecs = boto3.client("ecs", region_name=REGION)
+        statuses = [desired] if desired else ["RUNNING", "STOPPED"]
+        arns = [a for s in statuses for a in ecs.list_tasks(cluster=CLUSTER, desiredStatus=s)["taskArns"]]
+        if not arns:
+            return []
+        return ecs.describe_tasks(cluster=CLUSTER, tasks=arns, include=["TAGS"])["tasks"]
+
+    def events_of(self, name: str, namespace: str = "default") -> list[dict]:
+        found = self.core.list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name}", _preload_content=False)
+        return json.loads(found.data)["items"]
+
+
+def virtual_pod(name: str, *, command: list[str] | None = None, restart: str = "Always",
+                image: str = "public.ecr.aws/docker/library/busybox:1.36", node: str = NODE, **extra) -> dict:
+    """A pod that targets the virtual node the way a user would write it."""
+    container = {"name": "main", "image": image}
+    if command:
+        container["command"] = command
+    container.update(extra.pop("container", {}))
+    return {
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": {"name": name, **extra.pop("metadata", {})},
+        "spec": {
+            "restartPolicy": restart,
+            "nodeSelector": {"type": "virtual-kubelet", "kubernetes.io/hostname": node},
+            "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists", "effect": "NoSchedule"}],
+            "containers": [container],
+            **extra,
+        },
+    }
