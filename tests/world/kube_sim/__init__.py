@@ -1,0 +1,129 @@
+"""kube_sim: a Kubernetes API server simulator with real semantics, for tests.
+
+    from tests.world.kube_sim import KubeSim
+    with KubeSim() as sim:                       # serves http://127.0.0.1:<port>
+        api = sim.api_client()                   # official kubernetes client
+        sim.scheduler.run_once()                 # bind pending pods
+        backend = sim.add_audit_webhook(sink)    # audit batches like kube-apiserver
+
+Layout: api.py (verbs, routing, authn/z), resources.py (resource types and their
+strategies), pods.py (pod defaulting/validation/printing), store.py (objects,
+resourceVersions, watch log), patch.py, selectors.py, schema.py (real schemas),
+discovery.py, table.py, audit.py, scheduler.py (scheduler + node lifecycle),
+server.py (HTTP). All time comes from the injected clock.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Callable
+
+from .api import ADMIN, Api, Request, Response
+from .audit import AuditBackend
+from .scheduler import NodeLifecycle, Scheduler
+from .server import HttpServer
+from .util import fmt_time, new_uid, real_clock
+
+__all__ = ["KubeSim", "AuditBackend", "Request", "Response"]
+
+
+class KubeSim:
+    def __init__(self, clock: Callable | None = None, seed: int | None = None):
+        self.clock = clock or real_clock
+        self.api = Api(self.clock, seed)
+        self.node_lifecycle = NodeLifecycle(self.api)
+        self.scheduler = Scheduler(self.api, self.node_lifecycle)
+        self._server: HttpServer | None = None
+        for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
+            self._bootstrap_namespace(ns)
+
+    def _bootstrap_namespace(self, name: str) -> None:
+        self.api.store.put("namespaces", {
+            "kind": "Namespace", "apiVersion": "v1",
+            "metadata": {"name": name, "uid": new_uid(), "creationTimestamp": fmt_time(self.clock()),
+                         "labels": {"kubernetes.io/metadata.name": name}},
+            "spec": {"finalizers": ["kubernetes"]}, "status": {"phase": "Active"}}, "ADDED")
+
+    # ---------------------------------------------------------------- lifecycle
+    def start(self) -> "KubeSim":
+        if self._server is None:
+            self._server = HttpServer(self.api)
+            self._server.start()
+        return self
+
+    def stop(self) -> None:
+        self.api.stopping.set()
+        self.scheduler.stop()
+        for b in list(self.api.audit.backends):
+            b.close()
+        with self.api.store.changed:
+            self.api.store.changed.notify_all()
+        if self._server is not None:
+            self._server.stop()
+            self._server = None
+
+    def __enter__(self) -> "KubeSim":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    @property
+    def url(self) -> str:
+        if self._server is None:
+            raise RuntimeError("KubeSim not started")
+        return f"http://127.0.0.1:{self._server.port}"
+
+    # ---------------------------------------------------------------- clients
+    def add_token(self, token: str, username: str, groups: list[str] | tuple = (),
+                  rules: list[dict] | None = None) -> None:
+        """Register a bearer token. `rules` (optional) restrict it RBAC-style:
+        [{"verbs": [...], "resources": ["pods", "pods/status"], "apiGroups": [""], "namespaces": [...]}];
+        None means allowed everything."""
+        self.api.tokens[token] = {"username": username, "uid": username,
+                                  "groups": list(groups) + ["system:authenticated"], "rules": rules}
+
+    def write_kubeconfig(self, path, token: str = "admin-token") -> str:
+        cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "kube-sim", "preferences": {},
+               "clusters": [{"name": "kube-sim", "cluster": {"server": self.url}}],
+               "users": [{"name": "kube-sim", "user": {"token": token}}],
+               "contexts": [{"name": "kube-sim", "context": {"cluster": "kube-sim", "user": "kube-sim",
+                                                             "namespace": "default"}}]}
+        Path(path).write_text(json.dumps(cfg, indent=2))
+        return str(path)
+
+    def api_client(self, token: str = "admin-token"):
+        import kubernetes
+        conf = kubernetes.client.Configuration()
+        conf.host = self.url
+        conf.api_key = {"BearerToken": token}
+        conf.api_key_prefix = {"BearerToken": "Bearer"}
+        return kubernetes.client.ApiClient(conf)
+
+    def request(self, method: str, path: str, body=None, *, query: dict | None = None,
+                content_type: str = "application/json", user: dict | None = None,
+                headers: dict | None = None) -> Response:
+        """Call the API in-process (no HTTP), as `user` (default admin)."""
+        h = {"content-type": content_type, "accept": "application/json"}
+        h.update({k.lower(): v for k, v in (headers or {}).items()})
+        raw = body if isinstance(body, bytes) else (json.dumps(body).encode() if body is not None else b"")
+        return self.api.handle(Request(method, path, query or {}, h, raw, user=user or dict(ADMIN)))
+
+    # ---------------------------------------------------------------- controllers & audit
+    def start_scheduler(self, interval: float = 0.2) -> None:
+        self.scheduler.start(interval)
+
+    def add_audit_webhook(self, sink, *, batch_max_size: int = 400, batch_max_wait: float = 30.0,
+                          buffer_size: int = 10000, retries: int = 3, initial_backoff: float = 0.05,
+                          drop: float | bool = 0.0, duplicate: float | bool = 0.0, reorder: bool = False,
+                          seed: int = 0) -> AuditBackend:
+        b = AuditBackend(sink, self.clock, batch_max_size=batch_max_size, batch_max_wait=batch_max_wait,
+                         buffer_size=buffer_size, retries=retries, initial_backoff=initial_backoff, drop=drop,
+                         duplicate=duplicate, reorder=reorder, seed=seed)
+        self.api.audit.backends.append(b)
+        return b
+
+    @property
+    def audit_policy(self) -> list[dict]:
+        """Mutable list of rules {"level", "resources": ["pods", "pods/binding"], "apiGroups": [""]}."""
+        return self.api.audit.policy

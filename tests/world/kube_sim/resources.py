@@ -1,0 +1,272 @@
+"""The resource types the simulator serves and their per-type strategies
+(defaulting, admission, what the main resource / status subresource may change).
+
+Adding a resource = one ResourceType entry (+ a Strategy subclass if it has rules).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from . import pods as P
+from .selectors import getter
+from .util import normalize_micro
+
+
+class Strategy:
+    """Hooks called by the generic handlers in api.py. Default: plain object."""
+
+    has_generation = False
+    status_subresource = False
+
+    def to_view(self, stored: dict) -> dict:          # storage form -> this API's form
+        return stored
+
+    def from_view(self, obj: dict) -> dict:           # this API's form -> storage form
+        return obj
+
+    def scheme_default(self, obj: dict) -> None:
+        pass
+
+    def admit_create(self, obj: dict, api) -> None:
+        pass
+
+    def validate_create(self, obj: dict) -> list[dict]:
+        return P.validate_name(obj["metadata"].get("name", "")) if self.validate_names else []
+
+    validate_names = True
+
+    def prepare_update(self, new: dict, old: dict, subresource: str) -> dict:
+        """Return the object to store: the status subresource changes only status (spec and
+        metadata come from `old`); the main resource never changes status. Silently."""
+        if not self.status_subresource:
+            return new
+        if subresource == "status":
+            merged = dict(old)
+            merged["metadata"] = dict(old["metadata"])
+            merged["metadata"]["resourceVersion"] = new.get("metadata", {}).get("resourceVersion")
+            merged["status"] = new.get("status") or {}
+            return merged
+        new["status"] = old.get("status", {})
+        return new
+
+    def validate_update(self, new: dict, old: dict, subresource: str) -> list[dict]:
+        return []
+
+    def normalize(self, obj: dict) -> None:
+        pass
+
+
+class PodStrategy(Strategy):
+    has_generation = True
+    status_subresource = True
+
+    def scheme_default(self, obj):
+        P.scheme_default(obj)
+
+    def admit_create(self, obj, api):
+        P.admit(obj, api.rng)
+
+    def validate_create(self, obj):
+        return P.validate_pod_create(obj)
+
+    def validate_update(self, new, old, subresource):
+        if subresource == "status":
+            return P.validate_status(new.get("status") or {}, old.get("status") or {})
+        return P.validate_spec_update(new, old)
+
+    def normalize(self, obj):
+        P.normalize_status(obj.setdefault("status", {}))
+
+
+NOT_READY_TAINT = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
+
+
+class NodeStrategy(Strategy):
+    status_subresource = True
+
+    def admit_create(self, obj, api):
+        # NodeRestriction/TaintNodesByCondition admission: new nodes start not-ready.
+        taints = obj.setdefault("spec", {}).setdefault("taints", [])
+        if not any(t.get("key") == NOT_READY_TAINT["key"] and t.get("effect") == "NoSchedule" for t in taints):
+            taints.append(dict(NOT_READY_TAINT))
+
+
+class NamespaceStrategy(Strategy):
+    status_subresource = True
+
+    def admit_create(self, obj, api):
+        name = obj["metadata"]["name"]
+        obj["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = name
+        obj["spec"] = {"finalizers": ["kubernetes"]}
+        obj["status"] = {"phase": "Active"}
+
+    def validate_create(self, obj):
+        name = obj["metadata"].get("name", "")
+        if not P.DNS1123_LABEL.match(name or "-"):
+            from .errors import cause_invalid
+            return [cause_invalid("metadata.name", name, P.LABEL_MSG)]
+        return []
+
+    def prepare_update(self, new, old, subresource):
+        new = super().prepare_update(new, old, subresource)
+        new["metadata"].setdefault("labels", {})["kubernetes.io/metadata.name"] = new["metadata"]["name"]
+        return new
+
+
+class LeaseStrategy(Strategy):
+    def normalize(self, obj):
+        spec = obj.get("spec") or {}
+        for k in ("acquireTime", "renewTime"):
+            if spec.get(k):
+                spec[k] = normalize_micro(spec[k])
+        order = ("holderIdentity", "leaseDurationSeconds", "acquireTime", "renewTime", "leaseTransitions",
+                 "strategy", "preferredHolder")
+        obj["spec"] = {k: spec[k] for k in order if k in spec} | {k: v for k, v in spec.items() if k not in order}
+
+
+_REF_ORDER = ("kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")
+
+
+def _ref(r):
+    r = r or {}
+    return {k: r[k] for k in _REF_ORDER if r.get(k) not in (None, "")}
+
+
+class CoreEventStrategy(Strategy):
+    """core/v1 Event: the storage form of both Event APIs."""
+    validate_names = False
+
+    def normalize(self, e):
+        out = {"kind": e.get("kind", "Event"), "apiVersion": e.get("apiVersion", "v1"), "metadata": e["metadata"],
+               "involvedObject": _ref(e.get("involvedObject"))}
+        for k in ("reason", "message"):
+            if e.get(k):
+                out[k] = e[k]
+        out["source"] = e.get("source") or {}
+        out["firstTimestamp"] = e.get("firstTimestamp")
+        out["lastTimestamp"] = e.get("lastTimestamp")
+        if e.get("count"):
+            out["count"] = e["count"]
+        if e.get("type"):
+            out["type"] = e["type"]
+        out["eventTime"] = normalize_micro(e.get("eventTime"))
+        for k in ("series", "action", "related"):
+            if e.get(k):
+                out[k] = e[k]
+        out["reportingComponent"] = e.get("reportingComponent") or ""
+        out["reportingInstance"] = e.get("reportingInstance") or ""
+        e.clear()
+        e.update(out)
+
+
+class EventsV1Strategy(CoreEventStrategy):
+    """events.k8s.io/v1 view over the same store (regarding <-> involvedObject, note <-> message...)."""
+
+    def normalize(self, e):  # the storage form is normalised by CoreEventStrategy
+        pass
+
+    def to_view(self, c):
+        out = {"kind": "Event", "apiVersion": "events.k8s.io/v1", "metadata": c["metadata"],
+               "eventTime": c.get("eventTime")}
+        if c.get("series"):
+            out["series"] = c["series"]
+        for src, dst in (("reportingComponent", "reportingController"), ("reportingInstance", "reportingInstance"),
+                         ("action", "action"), ("reason", "reason")):
+            if c.get(src):
+                out[dst] = c[src]
+        out["regarding"] = c.get("involvedObject") or {}
+        if c.get("related"):
+            out["related"] = c["related"]
+        for src, dst in (("message", "note"), ("type", "type")):
+            if c.get(src):
+                out[dst] = c[src]
+        out["deprecatedSource"] = c.get("source") or {}
+        out["deprecatedFirstTimestamp"] = c.get("firstTimestamp")
+        out["deprecatedLastTimestamp"] = c.get("lastTimestamp")
+        if c.get("count"):
+            out["deprecatedCount"] = c["count"]
+        return out
+
+    def from_view(self, e):
+        c = {"kind": "Event", "apiVersion": "v1", "metadata": e.get("metadata", {}),
+             "involvedObject": e.get("regarding") or {}}
+        for src, dst in (("reason", "reason"), ("note", "message"), ("deprecatedSource", "source"),
+                         ("deprecatedFirstTimestamp", "firstTimestamp"), ("deprecatedLastTimestamp", "lastTimestamp"),
+                         ("deprecatedCount", "count"), ("type", "type"), ("eventTime", "eventTime"),
+                         ("series", "series"), ("action", "action"), ("related", "related"),
+                         ("reportingController", "reportingComponent"), ("reportingInstance", "reportingInstance")):
+            if e.get(src) is not None:
+                c[dst] = e[src]
+        return c
+
+
+@dataclass
+class ResourceType:
+    plural: str
+    kind: str
+    group: str
+    version: str
+    namespaced: bool
+    strategy: Strategy
+    field_labels: dict[str, Callable] = field(default_factory=dict)
+    field_convert: Callable[[str], str] | None = None
+    subresources: tuple = ()
+    store_key: str = ""
+    short_names: tuple = ()
+    singular: str = ""
+    return_deleted_object: bool = False
+    create_on_update: bool = False
+    categories: tuple = ()
+
+    def __post_init__(self):
+        self.store_key = self.store_key or self.plural
+        self.singular = self.singular or self.kind.lower()
+
+    @property
+    def api_version(self) -> str:
+        return f"{self.group}/{self.version}" if self.group else self.version
+
+
+def _meta_fields():
+    return {"metadata.name": getter("metadata.name"), "metadata.namespace": getter("metadata.namespace")}
+
+
+POD_FIELDS = _meta_fields() | {k: getter(k) for k in (
+    "spec.nodeName", "spec.restartPolicy", "spec.schedulerName", "spec.serviceAccountName", "status.phase",
+    "status.podIP", "status.nominatedNodeName")} | {"spec.hostNetwork": getter("spec.hostNetwork", "false")}
+
+EVENT_FIELDS = _meta_fields() | {f"involvedObject.{k}": getter(f"involvedObject.{k}") for k in (
+    "kind", "namespace", "name", "uid", "apiVersion", "resourceVersion", "fieldPath")} | {
+    "reason": getter("reason"), "reportingComponent": getter("reportingComponent"), "type": getter("type"),
+    "source": getter("source.component")}
+
+
+def _events_v1_convert(label: str) -> str:
+    if label.startswith("regarding."):
+        return "involvedObject." + label[len("regarding."):]
+    return {"reportingController": "reportingComponent", "deprecatedSource": "source"}.get(label, label)
+
+
+RESOURCES = [
+    ResourceType("pods", "Pod", "", "v1", True, PodStrategy(), POD_FIELDS, subresources=("status", "binding"),
+                 short_names=("po",), return_deleted_object=True, categories=("all",)),
+    ResourceType("nodes", "Node", "", "v1", False, NodeStrategy(),
+                 _meta_fields() | {"spec.unschedulable": getter("spec.unschedulable", "false")},
+                 subresources=("status",), short_names=("no",)),
+    ResourceType("namespaces", "Namespace", "", "v1", False, NamespaceStrategy(),
+                 _meta_fields() | {"status.phase": getter("status.phase")}, subresources=("status",),
+                 short_names=("ns",), return_deleted_object=True),
+    ResourceType("events", "Event", "", "v1", True, CoreEventStrategy(), EVENT_FIELDS, short_names=("ev",),
+                 create_on_update=True),
+    ResourceType("events", "Event", "events.k8s.io", "v1", True, EventsV1Strategy(), EVENT_FIELDS,
+                 field_convert=_events_v1_convert, store_key="events", short_names=("ev",), create_on_update=True),
+    ResourceType("leases", "Lease", "coordination.k8s.io", "v1", True, LeaseStrategy(), _meta_fields()),
+]
+
+
+def find(group: str, version: str, plural: str) -> ResourceType | None:
+    for rt in RESOURCES:
+        if rt.group == group and rt.version == version and rt.plural == plural:
+            return rt
+    return None

@@ -1,0 +1,91 @@
+"""HTTP/1.1 front end (stdlib ThreadingHTTPServer): adapts requests to Api.handle and
+streams watches with chunked transfer encoding."""
+from __future__ import annotations
+
+import json
+import threading
+import urllib.parse
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from .api import Api, Request
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server_version = "kube-sim"
+    api: Api = None  # set per server class
+
+    def log_message(self, *args):  # quiet
+        pass
+
+    def _handle(self):
+        url = urllib.parse.urlsplit(self.path)
+        query = dict(urllib.parse.parse_qsl(url.query, keep_blank_values=True))
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        req = Request(self.command, url.path, query, headers, body, self.client_address[0])
+        try:
+            resp = self.api.handle(req)
+        except Exception as e:  # a simulator bug: answer 500 loudly rather than hang the client
+            import traceback
+            traceback.print_exc()
+            err = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                   "message": f"kube_sim internal error: {e!r}", "reason": "InternalError", "code": 500}
+            self._send(500, json.dumps(err).encode(), "application/json", {})
+            return
+        if resp.stream is not None:
+            self._stream(resp)
+            return
+        body = resp.body
+        if isinstance(body, (dict, list)):
+            body = json.dumps(body).encode()
+        self._send(resp.status, body or b"", resp.content_type, resp.headers)
+
+    def _send(self, status, body: bytes, ctype, headers):
+        self.send_response(status)
+        self.send_header("Content-Type", ctype)
+        self.send_header("Content-Length", str(len(body)))
+        for k, v in headers.items():
+            for item in (v if isinstance(v, list) else [v]):
+                self.send_header(k, item)
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def _stream(self, resp):
+        self.send_response(resp.status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Transfer-Encoding", "chunked")
+        self.end_headers()
+        gen = resp.stream
+        try:
+            for chunk in gen:
+                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+                self.wfile.flush()
+            self.wfile.write(b"0\r\n\r\n")
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError, OSError):
+            pass
+        finally:
+            gen.close()
+        self.close_connection = True
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _handle
+
+
+class HttpServer:
+    def __init__(self, api: Api, host: str = "127.0.0.1", port: int = 0):
+        handler = type("Handler", (_Handler,), {"api": api})
+        self.httpd = ThreadingHTTPServer((host, port), handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
+                                       name="kube-sim-http", daemon=True)
+
+    def start(self):
+        self.thread.start()
+
+    def stop(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
