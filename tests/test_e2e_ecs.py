@@ -1,0 +1,215 @@
+"""End to end: Kubernetes simulator + moto + Fargate plane + lambdalet's Chalice app.
+
+Every scenario goes through the app's real entry points (the /audit route, the
+scheduled reconcile, the ECS event handler) and is judged on what a user sees:
+the pod object, its events, and the ECS tasks.
+"""
+
+from __future__ import annotations
+
+import json
+
+import boto3
+import pytest
+
+from tests.world.stack import CLUSTER, NODE, REGION, Stack, virtual_pod
+
+SLEEP_FOREVER = ["sh", "-c", "sleep 100000"]
+
+
+@pytest.fixture
+def stack():
+    with Stack() as s:
+        s.reconcile()  # registers the virtual node, as the first scheduled run does
+        yield s
+
+
+def phase(stack: Stack, name: str) -> str | None:
+    pod = stack.pod(name)
+    return pod and pod["status"].get("phase")
+
+
+def container(pod: dict) -> dict:
+    return pod["status"]["containerStatuses"][0]
+
+
+def tags(task: dict) -> dict:
+    return {t["key"]: t["value"] for t in task.get("tags", [])}
+
+
+def test_node_is_registered_ready_with_taint_labels_and_lease(stack):
+    node = json.loads(stack.core.read_node(NODE, _preload_content=False).data)
+    assert node["metadata"]["labels"]["type"] == "virtual-kubelet"
+    assert node["metadata"]["labels"]["kubernetes.io/role"] == "agent"
+    assert {"key": "virtual-kubelet.io/provider", "value": "ecs", "effect": "NoSchedule"} in node["spec"]["taints"]
+    ready = {c["type"]: c for c in node["status"]["conditions"]}["Ready"]
+    assert ready["status"] == "True"
+    lease = stack.sim.api_client().call_api  # the lease exists in kube-node-lease
+    from kubernetes.client import CoordinationV1Api
+    got = CoordinationV1Api(stack.sim.api_client()).read_namespaced_lease(NODE, "kube-node-lease")
+    assert got.spec.holder_identity == NODE and got.spec.renew_time is not None
+
+
+def test_bound_pod_becomes_a_running_task_through_the_audit_path_alone(stack):
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER, container={"ports": [{"containerPort": 8080}]}))
+    stack.settle(rounds=6)  # scheduler, audit webhook, cloud steps + ECS events; no reconcile
+    pod = stack.pod("web")
+    assert pod["spec"]["nodeName"] == NODE
+    assert pod["status"]["phase"] == "Running"
+    conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
+    assert conditions == {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "True", "Ready": "True"}
+    status = container(pod)
+    assert "running" in status["state"] and status["ready"] and status["restartCount"] == 0
+    assert status["containerID"] and pod["status"]["podIP"] and pod["status"]["hostIP"] and pod["status"]["startTime"]
+    [task] = stack.tasks()
+    assert task["lastStatus"] == "RUNNING"
+    assert tags(task)["lambdalet.io/pod-uid"] == pod["metadata"]["uid"]
+    assert any(a["name"] == "privateIPv4Address" and a["value"] == pod["status"]["podIP"]
+               for att in task["attachments"] for a in att["details"])
+    assert any(e["reason"] == "Created" for e in stack.events_of("web"))
+    assert all(code == 200 for code in stack.audit_answers)
+
+
+@pytest.mark.parametrize("code,expected", [(0, "Succeeded"), (3, "Failed")])
+def test_task_exit_ends_a_never_restarting_pod(stack, code, expected):
+    stack.create_pod(virtual_pod("job", restart="Never", command=["sh", "-c", f"sleep 2; exit {code}"]))
+    stack.settle(rounds=10)
+    pod = stack.pod("job")
+    assert pod["status"]["phase"] == expected
+    terminated = container(pod)["state"]["terminated"]
+    assert terminated["exitCode"] == code
+    assert terminated["reason"] == ("Completed" if code == 0 else "Error")
+    assert len(stack.tasks()) == 1
+
+
+@pytest.mark.parametrize("policy,code", [("Always", 0), ("OnFailure", 4)])
+def test_task_exit_restarts_the_pod_when_its_policy_asks(stack, policy, code):
+    stack.create_pod(virtual_pod("loop", restart=policy, command=["sh", "-c", f"sleep 2; exit {code}"]))
+    stack.settle(rounds=6)
+    pod = stack.pod("loop")
+    assert container(pod)["state"]["waiting"]["reason"] == "CrashLoopBackOff"
+    assert container(pod)["lastState"]["terminated"]["exitCode"] == code
+    stack.advance(15)  # past the first back-off (10 s)
+    stack.settle(rounds=3, reconcile=True)
+    pod = stack.pod("loop")
+    assert container(pod)["restartCount"] == 1
+    assert pod["status"]["phase"] == "Running"
+    attempts = sorted(tags(t)["lambdalet.io/attempt"] for t in stack.tasks())
+    assert attempts == ["0", "1"]
+
+
+def test_on_failure_pod_that_exits_zero_succeeds(stack):
+    stack.create_pod(virtual_pod("once", restart="OnFailure", command=["sh", "-c", "exit 0"]))
+    stack.settle(rounds=8)
+    assert phase(stack, "once") == "Succeeded"
+
+
+def test_deleted_pod_stops_its_task_and_is_finalized(stack):
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.settle(rounds=5)
+    assert phase(stack, "web") == "Running"
+    stack.core.delete_namespaced_pod("web", "default")
+    assert stack.pod("web")["metadata"]["deletionTimestamp"]
+    stack.settle(rounds=3)
+    # `sh` as PID 1 ignores SIGTERM: the task lives until its stop timeout (the pod's 30 s grace)
+    assert stack.pod("web") is not None and stack.tasks()[0]["desiredStatus"] == "STOPPED"
+    stack.advance(30)
+    stack.settle(rounds=3)
+    assert stack.pod("web") is None
+    [task] = stack.tasks()
+    assert task["lastStatus"] == "STOPPED" and task["stopCode"] == "UserInitiated"
+    assert any(e["reason"] == "Killing" for e in stack.events_of("web"))
+
+
+def test_reconcile_alone_converges_when_every_audit_delivery_is_dropped():
+    with Stack(audit={"drop": True}) as stack:
+        stack.reconcile()
+        stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+        stack.create_pod(virtual_pod("job", restart="Never", command=["sh", "-c", "exit 1"]))
+        stack.settle(rounds=4, deliver_events=False)
+        assert stack.tasks() == [] and stack.audit_answers == []  # nothing reached the app yet
+        stack.settle(rounds=8, reconcile=True, deliver_events=False)
+        assert phase(stack, "web") == "Running"
+        assert phase(stack, "job") == "Failed"
+        stack.core.delete_namespaced_pod("web", "default")
+        stack.settle(rounds=2, reconcile=True, deliver_events=False)
+        stack.advance(30)  # the stop timeout: sh ignores SIGTERM
+        stack.settle(rounds=6, reconcile=True, deliver_events=False)
+        assert stack.pod("web") is None
+
+
+def test_duplicated_audit_deliveries_start_exactly_one_task_per_pod():
+    with Stack(audit={"duplicate": True}) as stack:
+        stack.reconcile()
+        for name in ("a", "b", "c"):
+            stack.create_pod(virtual_pod(name, command=SLEEP_FOREVER))
+        stack.settle(rounds=6, reconcile=True)
+        tasks = stack.tasks()
+        assert sorted(tags(t)["lambdalet.io/pod-name"] for t in tasks) == ["a", "b", "c"]
+        assert len(stack.audit_answers) >= 2 and all(code == 200 for code in stack.audit_answers)
+
+
+def test_task_stopped_out_of_band_shows_in_the_pod(stack):
+    stack.create_pod(virtual_pod("victim", restart="Never", command=SLEEP_FOREVER))
+    stack.settle(rounds=5)
+    [task] = stack.tasks()
+    boto3.client("ecs", region_name=REGION).stop_task(cluster=CLUSTER, task=task["taskArn"], reason="ops: draining")
+    stack.settle(rounds=2)
+    stack.advance(30)  # SIGKILL after the stop timeout
+    stack.settle(rounds=3)
+    pod = stack.pod("victim")
+    assert pod["status"]["phase"] == "Failed"
+    assert container(pod)["state"]["terminated"]["exitCode"] == 137
+
+
+def test_spot_interruption_fails_the_pod_as_machine_lost(stack):
+    stack.create_pod(virtual_pod("spot", command=SLEEP_FOREVER))
+    stack.settle(rounds=5)
+    [task] = stack.tasks()
+    stack.plane.kill(task["taskArn"], abrupt=True)
+    stack.settle(rounds=4)
+    pod = stack.pod("spot")
+    assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "MachineLost"
+    assert "Spot" in pod["status"]["message"]
+    assert any(e["reason"] == "MachineLost" for e in stack.events_of("spot"))
+
+
+def test_pod_that_fits_no_fargate_size_fails_with_a_readable_reason(stack):
+    huge = virtual_pod("huge", command=SLEEP_FOREVER,
+                       container={"resources": {"requests": {"cpu": "64", "memory": "512Gi"}}})
+    stack.create_pod(huge)
+    stack.settle(rounds=4)
+    pod = stack.pod("huge")
+    assert pod["status"]["phase"] == "Failed" and pod["status"]["reason"] == "ProviderFailed"
+    assert "Fargate" in pod["status"]["message"]
+    assert stack.tasks() == []
+    assert any(e["type"] == "Warning" for e in stack.events_of("huge"))
+
+
+def test_image_that_cannot_be_pulled_fails_the_pod_and_says_why(stack):
+    stack.create_pod(virtual_pod("badimage", image="registry.example/doesnotexist:1", restart="Never"))
+    stack.settle(rounds=8)
+    pod = stack.pod("badimage")
+    assert pod["status"]["phase"] == "Failed"
+    assert "CannotPullContainerError" in pod["status"]["message"]
+
+
+def test_malformed_audit_body_is_a_400_with_a_reason(stack):
+    response = stack.client.http.post("/audit", headers={"Content-Type": "application/json"}, body=b'{"kind": "Pod"}')
+    assert response.status_code == 400
+    assert "EventList" in json.loads(response.body)["Message"]
+
+
+def test_malformed_event_does_not_lose_its_neighbours(stack):
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.sim.scheduler.run_once()
+    stack.audit.flush()  # the real batch went to the app already: replay it, with a bad neighbour
+    [batch] = [b for b in stack.audit.sent if any("binding" in e["requestURI"] for e in b["items"])]
+    tasks_before = len(stack.tasks())
+    batch = {**batch, "items": [{"stage": 12}, *batch["items"]]}
+    response = stack.client.http.post("/audit", headers={"Content-Type": "application/json"},
+                                      body=json.dumps(batch).encode())
+    assert response.status_code == 200
+    body = json.loads(response.body)
+    assert len(body["malformed"]) == 1 and body["pods"] >= 1
+    assert len(stack.tasks()) == tasks_before == 1  # the replay found the task: still one
