@@ -1,0 +1,636 @@
+"""The Fargate data plane moto lacks: runs the tasks moto only records.
+
+moto's ECS (5.2.5) stores tasks but runs nothing. Known limits, which
+production code must not paper over:
+
+* container definitions need ``memory``/``memoryReservation`` (RunTask sums
+  them, even for Fargate);
+* awsvpc needs ``securityGroups`` and a VPC with DNS hostnames enabled
+  (moto's ENI has no ``private_dns_name`` otherwise and RunTask crashes);
+* RunTask ``clientToken`` is ignored; ``ListTasks`` does not paginate;
+* a task gets only the first container, whose ``exitCode`` is always 0;
+* tasks are born RUNNING and then walk to STOPPED one step per
+  DescribeTasks (state manager model ``ecs::task``, "manual", times 1);
+* StopTask jumps straight to STOPPED with no stopCode, and raises a bare
+  ``Exception`` (HTTP 500) for an unknown task instead of
+  InvalidParameterException;
+* no ``createdAt``/``startedAt``/``stoppedAt``/``stopCode``, no
+  ``runtimeId``/``imageDigest``.
+
+``FargatePlane`` fixes all of this in-process, on moto's own model objects
+(so ``mock_aws`` and a same-process ``ThreadedMotoServer`` both see it):
+
+* it pins the ``ecs::task`` state manager (no describe-driven walk) and wraps
+  the ECS backend's ``run_task``/``stop_task`` on that backend instance
+  (tasks are born PROVISIONING with every container; StopTask sets
+  desiredStatus STOPPED + stopCode UserInitiated and leaves the walk to
+  ``step``; an unknown task gets InvalidParameterException "The referenced
+  task was not found.", as AWS answers);
+* moto serializes DescribeTasks from model attributes (``stop_code``,
+  ``started_at``, ``containers`` as dicts, ...), so everything the plane sets
+  comes back through boto3 with real shapes: all containers with their
+  exit codes, timestamps, stopCode, stoppedReason.
+
+Lifecycle, one transition per ``step()``:
+PROVISIONING -> PENDING -> ACTIVATING -> RUNNING -> (desired STOPPED)
+DEACTIVATING -> STOPPING -> DEPROVISIONING -> STOPPED. A task whose image
+name contains ``doesnotexist`` goes PENDING -> STOPPED with stopCode
+TaskFailedToStart and "CannotPullContainerError: ...".
+
+How a container runs: ``sh -c "<script>"`` (or a bare argv) whose commands,
+separated by ``;``/``&&``/newlines, are ``sleep N``, ``echo ...``,
+``exit N``, ``true``, ``false``, ``:`` exits with that code once the sleeps
+have elapsed on the plane's clock (injectable; ``clock.advance(s)``).
+Anything else runs until stopped. On stop, an interpreted script is PID 1
+without a SIGTERM handler, so it ignores SIGTERM and is SIGKILLed once the
+container's ``stopTimeout`` has passed since the stop was asked for (exit
+137); any other program exits on SIGTERM at once (exit 143).
+
+``step()`` returns the "ECS Task State Change" EventBridge events (real
+envelope and detail shape, ISO timestamps, ENI attachment ``type: "eni"``,
+no ``tags`` — AWS documents none in this event) for every task whose
+lastStatus, desiredStatus or a container status changed, as ECS does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shlex
+import threading
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Callable
+
+ECS_TASK_MODEL = "ecs::task"
+
+
+class Clock:
+    """A manual clock: ``now()`` only moves with ``advance()``."""
+
+    def __init__(self, start: datetime | None = None):
+        self._now = (start or datetime.now(timezone.utc)).replace(microsecond=0)
+
+    def now(self) -> datetime:
+        return self._now
+
+    def advance(self, seconds: float) -> datetime:
+        self._now += timedelta(seconds=seconds)
+        return self._now
+
+    __call__ = now
+
+
+# --------------------------------------------------------------------------
+# The "container runtime": a minimal sh interpreter
+# --------------------------------------------------------------------------
+
+_SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
+
+
+@dataclass(frozen=True)
+class Program:
+    """What a container does: exit with ``exit_code`` after ``seconds``, or
+    run forever (``exit_code is None``). ``ignores_sigterm``: PID 1 script."""
+
+    seconds: float = 0.0
+    exit_code: int | None = None
+    ignores_sigterm: bool = False
+
+
+FOREVER = Program()
+
+
+def _commands(script: str) -> list[tuple[str, list[str]]]:
+    """``[(separator before, argv)]``; separators are ``;`` (or a newline) and ``&&``."""
+    lexer = shlex.shlex(script.replace("\n", ";"), posix=True, punctuation_chars=";&|")
+    lexer.whitespace_split = True
+    out: list[tuple[str, list[str]]] = []
+    sep, words = ";", []
+    for token in lexer:
+        if token in (";", "&&"):
+            if words:
+                out.append((sep, words))
+            sep, words = token, []
+        elif set(token) <= set(";&|"):  # ||, |, & ...: beyond this interpreter
+            return [(";", ["<unsupported>"])]
+        else:
+            words.append(token)
+    if words:
+        out.append((sep, words))
+    return out
+
+
+def _run_script(script: str) -> Program:
+    elapsed, code, skip = 0.0, 0, False
+    try:
+        commands = _commands(script)
+    except ValueError:  # unbalanced quotes: a shell would fail at once
+        return Program(0.0, 2, True)
+    for sep, words in commands:
+        if sep == "&&" and code != 0:
+            skip = True
+        elif sep != "&&":
+            skip = False
+        if skip:
+            continue
+        cmd, args = words[0], words[1:]
+        if cmd == "sleep":
+            if not args or args[0] == "infinity":
+                return Program(ignores_sigterm=True)
+            try:
+                elapsed += float(args[0].rstrip("s"))
+            except ValueError:
+                return Program(ignores_sigterm=True)
+            code = 0
+        elif cmd in ("echo", "true", ":"):
+            code = 0
+        elif cmd == "false":
+            code = 1
+        elif cmd == "exit":
+            try:
+                return Program(elapsed, int(args[0]) % 256 if args else code, True)
+            except ValueError:
+                return Program(elapsed, 2, True)
+        else:
+            return Program(ignores_sigterm=True)  # an unknown command: runs on
+    return Program(elapsed, code, True)
+
+
+def program_of(entry_point: list[str] | None, command: list[str] | None) -> Program:
+    """The Program for a container definition's entryPoint + command."""
+    argv = list(entry_point or []) + list(command or [])
+    if not argv:
+        return FOREVER
+    if argv[0] in _SHELLS and len(argv) >= 3 and argv[1] == "-c":
+        return _run_script(argv[2])
+    if argv[0] in ("sleep", "echo", "true", "false", "exit", ":"):
+        return _run_script(shlex.join(argv))
+    return FOREVER
+
+
+# --------------------------------------------------------------------------
+# The plane
+# --------------------------------------------------------------------------
+
+
+@dataclass
+class _Run:
+    """Plane-side state of one container."""
+
+    name: str
+    image: str
+    program: Program
+    stop_timeout: int
+    status: str = "PENDING"
+    exit_code: int | None = None
+    reason: str | None = None
+    runtime_id: str | None = None
+    digest: str | None = None
+
+
+@dataclass
+class _TaskState:
+    arn: str
+    runs: list[_Run]
+    version: int = 1
+    stop_requested_at: datetime | None = None
+    sigterm_at: datetime | None = None
+    abrupt: bool = False
+    seen: tuple = field(default_factory=tuple)
+
+
+def _iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+class FargatePlane:
+    """Runs the ECS Fargate tasks of one moto account/region. See module doc."""
+
+    def __init__(
+        self,
+        account_id: str = "123456789012",
+        region: str = "us-east-1",
+        cluster: str | None = None,
+        clock: Callable[[], datetime] | None = None,
+    ):
+        self.account_id = account_id
+        self.region = region
+        self.cluster = cluster
+        self.clock = clock or Clock()
+        self._states: dict[str, _TaskState] = {}
+        self._pending_events: list[dict] = []
+        self._installed: list[Any] = []
+        self._lock = threading.RLock()
+        from moto.moto_api import state_manager
+
+        self._state_manager = state_manager
+        self._saved_transition = state_manager._transitions.get(ECS_TASK_MODEL)  # noqa: SLF001
+        # Freeze moto's describe-driven walk: the plane moves tasks.
+        state_manager.set_transition(ECS_TASK_MODEL, {"progression": "manual", "times": 2**62})
+        self._install()
+
+    # -- moto plumbing -----------------------------------------------------
+
+    def _backend(self):
+        from moto.ecs.models import ecs_backends
+
+        backend = ecs_backends[self.account_id][self.region]
+        if getattr(backend, "_lambdalet_plane", None) is not self:
+            self._install_on(backend)
+        return backend
+
+    def _install(self) -> None:
+        self._backend()
+
+    def _install_on(self, backend) -> None:
+        plane = self
+        original_run = backend.run_task
+
+        def run_task(*args, **kwargs):
+            tasks = original_run(*args, **kwargs)
+            with plane._lock:
+                for task in tasks:
+                    plane._adopt(backend, task)
+            return tasks
+
+        def stop_task(cluster_str, task_str, reason):
+            with plane._lock:
+                task = plane._find(backend, task_str)
+                if task is None:
+                    from moto.ecs.exceptions import InvalidParameterException
+
+                    raise InvalidParameterException("The referenced task was not found.")
+                plane._request_stop(
+                    backend, task, reason or "Task stopped by user", "UserInitiated"
+                )
+                return task
+
+        backend.run_task = run_task
+        backend.stop_task = stop_task
+        backend._lambdalet_plane = self
+        self._installed.append(backend)
+
+    def close(self) -> None:
+        """Give moto back its own RunTask/StopTask and default task walk."""
+        for backend in self._installed:
+            if getattr(backend, "_lambdalet_plane", None) is self:
+                for attr in ("run_task", "stop_task", "_lambdalet_plane"):
+                    backend.__dict__.pop(attr, None)
+        self._installed.clear()
+        if self._saved_transition is None:
+            self._state_manager.unset_transition(ECS_TASK_MODEL)
+        else:
+            self._state_manager.set_transition(ECS_TASK_MODEL, self._saved_transition)
+
+    def __enter__(self) -> "FargatePlane":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _tasks(self, backend) -> list[Any]:
+        out = []
+        for cluster_name, tasks in backend.tasks.items():
+            if self.cluster and cluster_name != self.cluster.rsplit("/", 1)[-1]:
+                continue
+            out.extend(tasks.values())
+        return out
+
+    def _find(self, backend, task_str: str):
+        task_id = task_str.rsplit("/", 1)[-1]
+        for task in self._tasks(backend):
+            if task.task_arn == task_str or task.id == task_id:
+                return task
+        return None
+
+    # -- task model --------------------------------------------------------
+
+    def _adopt(self, backend, task) -> _TaskState:
+        td = backend.describe_task_definition(task.task_definition_arn)
+        runs = [
+            _Run(
+                name=cd["name"],
+                image=cd["image"],
+                program=program_of(cd.get("entryPoint"), cd.get("command")),
+                stop_timeout=int(cd.get("stopTimeout", 30)),
+            )
+            for cd in td.container_definitions
+        ]
+        state = _TaskState(arn=task.task_arn, runs=runs)
+        self._states[task.task_arn] = state
+        now = self.clock()
+        task.status = "PROVISIONING"
+        task.desired_status = "RUNNING"
+        task.created_at = now
+        task.cpu = td.cpu
+        task.memory = td.memory
+        task.version = 1
+        task.availability_zone = f"{self.region}a"
+        task.platform_version = "1.4.0"
+        task.platform_family = "Linux"
+        task.connectivity = "CONNECTED"
+        task.connectivity_at = now
+        task.stopped_reason = None
+        task.health_status = "UNKNOWN"
+        self._sync(task, state)
+        state.seen = self._signature(task, state)
+        self._pending_events.append(self.event(task))  # ECS reports the new task too
+        return state
+
+    def _eni(self, task) -> tuple[str | None, str | None]:
+        for att in task.attachments:
+            details = {d["name"]: d["value"] for d in att.get("details", [])}
+            return att.get("id"), details.get("privateIPv4Address")
+        return None, None
+
+    def _sync(self, task, state: _TaskState) -> None:
+        """Write the plane's container view into moto's model (serialized as-is)."""
+        attachment_id, ip = self._eni(task)
+        containers = []
+        for run in state.runs:
+            c: dict[str, Any] = {
+                "containerArn": f"arn:aws:ecs:{self.region}:{self.account_id}:container/"
+                f"{task.cluster_name}/{task.id}/{uuid.uuid5(uuid.NAMESPACE_URL, task.task_arn + run.name)}",
+                "taskArn": task.task_arn,
+                "name": run.name,
+                "image": run.image,
+                "lastStatus": run.status,
+                "networkInterfaces": (
+                    [{"attachmentId": attachment_id, "privateIpv4Address": ip}] if ip else []
+                ),
+                "healthStatus": "UNKNOWN",
+                "cpu": "0",
+            }
+            if run.runtime_id:
+                c["runtimeId"] = run.runtime_id
+            if run.digest:
+                c["imageDigest"] = run.digest
+            if run.exit_code is not None:
+                c["exitCode"] = run.exit_code
+            if run.reason:
+                c["reason"] = run.reason
+            containers.append(c)
+        task.containers = containers
+
+    @staticmethod
+    def _signature(task, state: _TaskState) -> tuple:
+        return (task.last_status, task.desired_status, tuple((r.status, r.exit_code) for r in state.runs))
+
+    def _request_stop(self, backend, task, reason: str, stop_code: str, abrupt: bool = False) -> None:
+        state = self._states.get(task.task_arn) or self._adopt(backend, task)
+        if task.desired_status == "STOPPED":
+            return  # already stopping: the first reason wins, as on ECS
+        now = self.clock()
+        task.desired_status = "STOPPED"
+        task.stop_code = stop_code
+        task.stopped_reason = reason[:255]
+        task.stopping_at = now
+        state.stop_requested_at = now
+        state.abrupt = abrupt
+
+    # -- public ------------------------------------------------------------
+
+    def kill(
+        self,
+        task_arn: str,
+        reason: str = "Your Spot Task was interrupted.",
+        stop_code: str = "SpotInterruption",
+        *,
+        abrupt: bool = False,
+    ) -> None:
+        """Stop a task out of band, as the cloud does: a Fargate Spot
+        interruption by default (SIGTERM, then the usual stop walk). With
+        ``abrupt=True`` the host is gone: containers stop without exit codes."""
+        with self._lock:
+            backend = self._backend()
+            task = self._find(backend, task_arn)
+            if task is None:
+                raise KeyError(task_arn)
+            self._request_stop(backend, task, reason, stop_code, abrupt=abrupt)
+
+    def state(self, task_arn: str) -> dict[str, Any]:
+        """The task as the plane holds it (DescribeTasks shape, datetimes)."""
+        with self._lock:
+            backend = self._backend()
+            task = self._find(backend, task_arn)
+            if task is None:
+                raise KeyError(task_arn)
+            return self._view(task)
+
+    def step(self) -> list[dict]:
+        """Advance every task one lifecycle step; the EventBridge events."""
+        with self._lock:
+            backend = self._backend()
+            events, self._pending_events = self._pending_events, []
+            for task in self._tasks(backend):
+                state = self._states.get(task.task_arn)
+                if state is None:  # started before the plane was installed
+                    state = self._adopt(backend, task)
+                    events.extend(self._pending_events)
+                    self._pending_events = []
+                before = state.seen
+                self._advance(task, state)
+                self._sync(task, state)
+                after = self._signature(task, state)
+                if after != before:
+                    state.version += 1
+                    task.version = state.version
+                    task.updated_at = self.clock()
+                    state.seen = after
+                    events.append(self.event(task))
+            return events
+
+    def settle(self, max_steps: int = 20) -> list[dict]:
+        """``step()`` until nothing changes (at the current clock time)."""
+        events: list[dict] = []
+        for _ in range(max_steps):
+            batch = self.step()
+            if not batch:
+                break
+            events.extend(batch)
+        return events
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def _advance(self, task, state: _TaskState) -> None:
+        now = self.clock()
+        last = task.last_status
+        if last == "STOPPED":
+            return
+        if task.desired_status == "STOPPED" and state.abrupt:
+            for run in state.runs:
+                if run.status != "STOPPED":
+                    run.status, run.reason = "STOPPED", "Task was lost"
+            self._stopped(task, now)
+            return
+        if last == "PROVISIONING":
+            if task.desired_status == "STOPPED":
+                return self._stopped(task, now)
+            task.status = "PENDING"
+            task.pull_started_at = now
+        elif last == "PENDING":
+            if task.desired_status == "STOPPED":
+                return self._stopped(task, now)
+            bad = [r for r in state.runs if "doesnotexist" in r.image]
+            if bad:
+                reason = (
+                    f"CannotPullContainerError: pull image manifest has been retried 5 time(s): "
+                    f"failed to resolve ref {bad[0].image}: not found"
+                )
+                for run in state.runs:
+                    run.status = "STOPPED"
+                bad[0].reason = reason
+                task.desired_status = "STOPPED"
+                task.stop_code = "TaskFailedToStart"
+                task.stopped_reason = reason
+                task.stopping_at = now
+                self._stopped(task, now)
+                return
+            task.pull_stopped_at = now
+            task.status = "ACTIVATING"
+        elif last == "ACTIVATING":
+            task.status = "RUNNING"
+            task.started_at = now
+            for run in state.runs:
+                run.status = "RUNNING"
+                run.runtime_id = f"{task.id}-{int(hashlib.sha256(run.name.encode()).hexdigest()[:8], 16) % 10**10:010d}"
+                run.digest = "sha256:" + hashlib.sha256(run.image.encode()).hexdigest()
+        elif last == "RUNNING":
+            self._run_containers(task, state, now)
+            if task.desired_status == "STOPPED":
+                task.status = "DEACTIVATING"
+        elif last == "DEACTIVATING":
+            task.status = "STOPPING"
+            # ECS sends SIGTERM as soon as the stop is asked for (no load
+            # balancer to drain here): stopTimeout counts from the request.
+            state.sigterm_at = state.stop_requested_at or now
+            self._terminate(task, state, now)
+        elif last == "STOPPING":
+            self._terminate(task, state, now)
+            if all(r.status == "STOPPED" for r in state.runs):
+                task.status = "DEPROVISIONING"
+        elif last == "DEPROVISIONING":
+            self._stopped(task, now)
+        self._note_execution_stopped(task, state, now)
+
+    def _note_execution_stopped(self, task, state: _TaskState, now: datetime) -> None:
+        """executionStoppedAt: the moment the last container stopped."""
+        if getattr(task, "execution_stopped_at", None) is None and all(
+            r.status == "STOPPED" for r in state.runs
+        ):
+            task.execution_stopped_at = now
+
+    def _run_containers(self, task, state: _TaskState, now: datetime) -> None:
+        started = task.started_at
+        for run in state.runs:
+            p = run.program
+            if run.status == "RUNNING" and p.exit_code is not None:
+                if (now - started).total_seconds() >= p.seconds:
+                    run.status, run.exit_code = "STOPPED", p.exit_code
+        if task.desired_status != "STOPPED" and any(r.status == "STOPPED" for r in state.runs):
+            task.desired_status = "STOPPED"
+            task.stop_code = "EssentialContainerExited"
+            task.stopped_reason = "Essential container in task exited"
+            task.stopping_at = now
+            state.stop_requested_at = now
+
+    def _terminate(self, task, state: _TaskState, now: datetime) -> None:
+        """SIGTERM at ``sigterm_at``, SIGKILL ``stopTimeout`` later."""
+        self._run_containers(task, state, now)  # scripts may finish on their own
+        for run in state.runs:
+            if run.status == "STOPPED":
+                continue
+            if run.status != "RUNNING":  # never started
+                run.status = "STOPPED"
+                continue
+            if not run.program.ignores_sigterm:
+                run.status, run.exit_code = "STOPPED", 143
+            elif (now - state.sigterm_at).total_seconds() >= run.stop_timeout:
+                run.status, run.exit_code = "STOPPED", 137
+
+    def _stopped(self, task, now: datetime) -> None:
+        state = self._states[task.task_arn]
+        for run in state.runs:
+            if run.status != "STOPPED":
+                run.status = "STOPPED"
+        task.status = "STOPPED"
+        task.desired_status = "STOPPED"
+        if getattr(task, "execution_stopped_at", None) is None:
+            task.execution_stopped_at = now
+        if getattr(task, "stopping_at", None) is None:
+            task.stopping_at = now
+        task.stopped_at = now
+        task.connectivity = None
+        for att in task.attachments:
+            att["status"] = "DELETED"
+
+    # -- views -------------------------------------------------------------
+
+    _FIELDS = (
+        ("createdAt", "created_at"), ("startedAt", "started_at"),
+        ("stoppingAt", "stopping_at"), ("stoppedAt", "stopped_at"),
+        ("executionStoppedAt", "execution_stopped_at"), ("pullStartedAt", "pull_started_at"),
+        ("pullStoppedAt", "pull_stopped_at"), ("connectivityAt", "connectivity_at"),
+        ("updatedAt", "updated_at"), ("stopCode", "stop_code"),
+        ("stoppedReason", "stopped_reason"), ("cpu", "cpu"), ("memory", "memory"),
+        ("availabilityZone", "availability_zone"), ("platformVersion", "platform_version"),
+        ("connectivity", "connectivity"), ("version", "version"),
+    )
+
+    def _view(self, task) -> dict[str, Any]:
+        view: dict[str, Any] = {
+            "attachments": [dict(a) for a in task.attachments],
+            "clusterArn": task.cluster_arn,
+            "containers": [dict(c) for c in task.containers],
+            "desiredStatus": task.desired_status,
+            "group": task.group,
+            "lastStatus": task.last_status,
+            "launchType": task.launch_type or "FARGATE",
+            "overrides": {"containerOverrides": [{"name": c["name"]} for c in task.containers]},
+            "startedBy": task.started_by,
+            "taskArn": task.task_arn,
+            "taskDefinitionArn": task.task_definition_arn,
+        }
+        for key, attr in self._FIELDS:
+            value = getattr(task, attr, None)
+            if value is not None and value != "":
+                view[key] = value
+        return view
+
+    def event(self, task) -> dict[str, Any]:
+        """The "ECS Task State Change" EventBridge event for ``task`` now."""
+        detail = self._view(task)
+        for key, value in list(detail.items()):
+            if isinstance(value, datetime):
+                detail[key] = _iso(value)
+        for att in detail["attachments"]:
+            if att.get("type") == "ElasticNetworkInterface":
+                att["type"] = "eni"
+        now = self.clock()
+        return {
+            "version": "0",
+            "id": str(uuid.uuid4()),
+            "detail-type": "ECS Task State Change",
+            "source": "aws.ecs",
+            "account": self.account_id,
+            "time": now.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "region": self.region,
+            "resources": [task.task_arn],
+            "detail": detail,
+        }
+
+
+def make_network(ec2_client) -> dict[str, list[str]]:
+    """A VPC/subnet/security group moto's awsvpc RunTask accepts (DNS
+    hostnames on: moto's ENI needs it). Returns EcsBackend kwargs."""
+    vpc = ec2_client.create_vpc(CidrBlock="10.0.0.0/16")["Vpc"]["VpcId"]
+    ec2_client.modify_vpc_attribute(VpcId=vpc, EnableDnsHostnames={"Value": True})
+    subnet = ec2_client.create_subnet(VpcId=vpc, CidrBlock="10.0.1.0/24")["Subnet"]["SubnetId"]
+    sg = ec2_client.create_security_group(
+        GroupName="lambdalet-tasks", Description="lambdalet tasks", VpcId=vpc
+    )["GroupId"]
+    return {"subnets": [subnet], "security_groups": [sg]}
