@@ -135,7 +135,7 @@ def test_reconcile_alone_converges_when_every_audit_delivery_is_dropped():
         stack.settle(rounds=2, reconcile=True, deliver_events=False)
         stack.advance(30)  # the stop timeout: sh ignores SIGTERM
         stack.settle(rounds=6, reconcile=True, deliver_events=False)
-        assert stack.pod("web") is None
+        assert stack.pod("web") is None, [(t["lastStatus"], t.get("stopCode"), tags(t)) for t in stack.tasks()]
 
 
 def test_duplicated_audit_deliveries_start_exactly_one_task_per_pod():
