@@ -12,7 +12,7 @@ import json
 import boto3
 import pytest
 
-from tests.world.stack import CLUSTER, NODE, REGION, Stack, virtual_pod
+from tests.world.stack import CLUSTER, NODE, REGION, SA_USER, Stack, virtual_pod
 
 SLEEP_FOREVER = ["sh", "-c", "sleep 100000"]
 
@@ -68,6 +68,10 @@ def test_bound_pod_becomes_a_running_task_through_the_audit_path_alone(stack):
                for att in task["attachments"] for a in att["details"])
     assert any(e["reason"] == "Created" for e in stack.events_of("web"))
     assert all(code == 200 for code in stack.audit_answers)
+    # status was written by the scoped service account (rules of infra/k8s/rbac.yaml), not an admin
+    writers = {e["user"]["username"] for e in stack.audit.events
+               if e["objectRef"].get("subresource") == "status" and e["stage"] == "ResponseComplete"}
+    assert writers == {SA_USER}
 
 
 @pytest.mark.parametrize("code,expected", [(0, "Succeeded"), (3, "Failed")])

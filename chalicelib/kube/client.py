@@ -29,8 +29,8 @@ class KubeError(RuntimeError):
 
 def api_client(url: str, token: str, ca_bundle: str = "") -> ApiClient:
     config = Configuration(host=url)
-    config.api_key = {"authorization": token}
-    config.api_key_prefix = {"authorization": "Bearer"}
+    config.api_key = {"BearerToken": token}  # the key the generated client's auth settings read
+    config.api_key_prefix = {"BearerToken": "Bearer"}
     if ca_bundle:
         # The client wants a file; Lambda's /tmp is writable and per-container.
         with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:

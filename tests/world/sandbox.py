@@ -38,7 +38,11 @@ def utcnow() -> datetime:
 
 
 def start_moto() -> tuple[object, str]:
+    import logging
+
     from moto.server import ThreadedMotoServer
+
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # one line per AWS call is noise here
 
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
@@ -69,7 +73,7 @@ class Sandbox:
 
     def run(self, oneshot: bool) -> int:
         moto, endpoint = start_moto()
-        stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False,
+        stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False, anonymous=True,
                       audit={"batch_max_size": 400, "batch_max_wait": 1.0})
         try:
             stack.start()

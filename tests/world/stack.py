@@ -17,6 +17,7 @@ from contextlib import ExitStack
 from pathlib import Path
 
 import boto3
+import yaml
 from chalice.test import Client
 from kubernetes.client import CoreV1Api
 
@@ -27,10 +28,21 @@ REPO = Path(__file__).resolve().parents[2]
 REGION = "us-east-1"
 ACCOUNT = "123456789012"
 CLUSTER = "lambdalet"
-NODE = "vk-lambdalet"
+NODE = "lambdalet-ecs"  # the name infra/k8s/rbac.yaml grants
 SA_TOKEN = "lambdalet-service-account-token"
 SA_USER = "system:serviceaccount:lambdalet:lambdalet"
 TOKEN_SECRET = "lambdalet/service-account-token"
+
+
+def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml") -> list[dict]:
+    """The (Cluster)Role rules of our manifest, in the simulator's rule format."""
+    rules = []
+    for doc in yaml.safe_load_all(path.read_text()):
+        if doc["kind"] not in ("ClusterRole", "Role"):
+            continue
+        scope = {"namespaces": [doc["metadata"]["namespace"]]} if doc["kind"] == "Role" else {}
+        rules += [{**rule, **scope} for rule in doc["rules"]]
+    return rules
 
 
 def aws_env(endpoint_url: str | None = None) -> dict[str, str]:
@@ -47,12 +59,14 @@ class Stack:
     """Start with ``with Stack() as s:``; see the module docstring."""
 
     def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
-                 clock=None, audit: dict | None = None, connect_audit: bool = True):
+                 clock=None, audit: dict | None = None, connect_audit: bool = True,
+                 anonymous: bool = False):
         self.nodes = nodes
         self.clock = clock or Clock()
         self.moto_endpoint = moto_endpoint  # None: moto in-process (mock_aws)
         self.audit_options = audit or {}
         self._connect_audit = connect_audit
+        self.anonymous = anonymous  # the sandbox allows it: kubectl sends no token over plain http
         self._exit = ExitStack()
         self._saved_env: dict[str, str | None] = {}
 
@@ -75,7 +89,10 @@ class Stack:
 
             self._exit.enter_context(mock_aws())
         self.sim = self._exit.enter_context(KubeSim(clock=self.clock))
-        self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts", "system:authenticated"])
+        # lambdalet gets exactly the rights infra/k8s/rbac.yaml grants it, and
+        # nobody gets in without a token, so a missing or unscoped call fails here.
+        self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts"], rules=rbac_rules())
+        self.sim.api.allow_anonymous = self.anonymous
         self.core = CoreV1Api(self.sim.api_client())
 
         network = make_network(boto3.client("ec2", region_name=REGION))
