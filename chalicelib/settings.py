@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     ecs_subnets: CommaList = Field(min_length=1)
     ecs_security_groups: CommaList = Field(min_length=1)
     ecs_assign_public_ip: bool = False
+    # Needed for private ECR images and awslogs; public images run without it.
+    ecs_execution_role_arn: str = ""
+    ecs_task_role_arn: str = ""  # the pods' own AWS identity, if any
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
 
     # How long a pod may wait for its first machine to appear before we recreate

@@ -17,23 +17,20 @@ def service_account_token(secret_id: str) -> str:
 
 
 def build_world(config: Settings) -> World:
-    import boto3
-    from botocore.config import Config
-
     from chalicelib import node as vnode
     from chalicelib.kube.client import KubeClient, api_client
-    from chalicelib.machines.ecs import EcsBackend
+    from chalicelib.machines.ecs import EcsBackend, make_client
 
     token = service_account_token(config.k8s_token_secret)
     kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
-    ecs = boto3.client("ecs", region_name=config.region,
-                       config=Config(retries={"mode": "standard", "max_attempts": 4}))
     backend = EcsBackend(
-        ecs,
+        make_client(config.region),
         cluster=config.ecs_cluster,
         subnets=list(config.ecs_subnets),
         security_groups=list(config.ecs_security_groups),
         assign_public_ip=config.ecs_assign_public_ip,
+        execution_role_arn=config.ecs_execution_role_arn or None,
+        task_role_arn=config.ecs_task_role_arn or None,
     )
     capacity = {"cpu": config.node_cpu, "memory": config.node_memory, "pods": config.node_pods}
     nodes = {

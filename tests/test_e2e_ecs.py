@@ -217,3 +217,36 @@ def test_malformed_event_does_not_lose_its_neighbours(stack):
     body = json.loads(response.body)
     assert len(body["malformed"]) == 1 and body["pods"] >= 1
     assert len(stack.tasks()) == tasks_before == 1  # the replay found the task: still one
+
+
+def test_duplicate_task_from_a_racing_create_is_removed_keeping_the_oldest(stack):
+    """Two invocations that both missed each other's RunTask (moto ignores clientToken)."""
+    from chalicelib import wiring
+    from chalicelib.pod_spec import machine_spec
+
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.settle(rounds=4)
+    [first] = stack.tasks()
+    backend = wiring.world().backend
+    spec = machine_spec(stack.pod("web"), NODE, 0)
+    stack.advance(5)
+    _run_duplicate(backend, spec)
+    assert len(stack.tasks("RUNNING")) == 2
+    stack.advance(2)
+    stack.reconcile()
+    stack.settle(rounds=4)
+    running = stack.tasks("RUNNING")
+    assert [t["taskArn"] for t in running] == [first["taskArn"]]
+    assert stack.pod("web")["status"]["phase"] == "Running"
+
+
+def _run_duplicate(backend, spec):
+    """A second RunTask for the same (pod, attempt), as the losing invocation would send it."""
+    from chalicelib.machines.ecs import started_by, task_tags
+
+    backend.ecs.run_task(
+        cluster=backend.cluster, taskDefinition=backend.ensure_task_definition(spec), launchType="FARGATE",
+        startedBy=started_by(spec.pod.uid, spec.attempt), tags=task_tags(spec),
+        networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets,
+                                                      "securityGroups": backend.security_groups}},
+    )
