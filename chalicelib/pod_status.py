@@ -91,6 +91,10 @@ def _container_statuses(
     last: dict[str, ContainerRun],
     restart_count: int,
 ) -> list[dict]:
+    # Without the previous machine at hand (fast paths), keep the lastState we showed.
+    shown = {s.get("name"): s.get("lastState") or {}
+             for s in (pod.get("status") or {}).get("containerStatuses") or []
+             if s.get("restartCount", 0) == restart_count}
     out = []
     for container in pod["spec"]["containers"]:
         name = container["name"]
@@ -104,7 +108,7 @@ def _container_statuses(
             "started": "running" in state,
             "restartCount": restart_count,
             "state": state,
-            "lastState": container_state(last[name]) if name in last else {},
+            "lastState": container_state(last[name]) if name in last else shown.get(name, {}),
         }
         if run and run.container_id:
             status["containerID"] = run.container_id
@@ -217,6 +221,18 @@ def status_differs(pod: dict, desired: dict) -> bool:
 
 def restart_count(pod: dict) -> int:
     return max((s.get("restartCount", 0) for s in (pod.get("status") or {}).get("containerStatuses") or []), default=0)
+
+
+def is_stale(pod: dict, machine: Machine) -> bool:
+    """Does the pod already show a later point of the machine's life than ``machine``?"""
+    if machine.attempt < restart_count(pod):
+        return True
+    if machine.phase == MachinePhase.STOPPED or machine.attempt > restart_count(pod):
+        return False
+    statuses = (pod.get("status") or {}).get("containerStatuses") or []
+    return any("terminated" in (s.get("state") or {})
+               or ((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
+               for s in statuses)
 
 
 def seen_started(pod: dict, attempt: int) -> bool:

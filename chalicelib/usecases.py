@@ -19,13 +19,11 @@ from chalicelib import node as vnode
 from chalicelib.converge import Converger
 from chalicelib.kube.client import KubeClient
 from chalicelib.kube.payloads import PodTouch, parse_batch, pod_touch
-from chalicelib.machines.contract import Machine, MachineBackend, MachinePhase
+from chalicelib import pod_status as ps
+from chalicelib.machines.contract import MachineBackend
 from chalicelib.plan import plan
 
 log = logging.getLogger("lambdalet.usecases")
-
-_PROGRESS = {MachinePhase.PENDING: 0, MachinePhase.RUNNING: 1, MachinePhase.STOPPING: 2, MachinePhase.STOPPED: 3}
-
 
 class BadPayload(ValueError):
     """The request body is not what the endpoint takes: answer 400 with this message."""
@@ -125,29 +123,23 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
 
 
 def handle_machine_event(world: World, event: dict) -> dict:
-    """A cloud event about one machine: refresh its pod's status right away."""
+    """A cloud event about one machine: refresh its pod's status right away.
+
+    O(1) calls (read the pod, maybe patch it): no machine list. The event's
+    machine is judged alone, so duplicates and other attempts are left to the
+    reconciler; stale events (an earlier attempt, or a state the pod already
+    shows as past) are dropped instead of rolling the pod back.
+    """
     machine = world.backend.machine_from_event(event)
     if machine is None or machine.node not in world.nodes:
         return {"ignored": "not a lambdalet machine of this deployment"}
     pod = world.kube.get_pod(machine.pod.namespace, machine.pod.name)
     if pod is not None and pod["metadata"]["uid"] != machine.pod.uid:
         pod = None
-    machines = [m for m in world.backend.list(machine.node) if m.pod.uid == machine.pod.uid]
-    machines = _merge(machines, machine)
-    result = plan(machine.node, [pod] if pod else [], machines, world.clock(), scope={machine.pod.uid})
+    if pod is not None and ps.is_stale(pod, machine):
+        return {"ignored": "stale event"}
+    result = plan(machine.node, [pod] if pod else [], [machine], world.clock(), scope={machine.pod.uid})
     return dict(world.converger(machine.node).apply(result))
-
-
-def _merge(listed: list[Machine], event: Machine) -> list[Machine]:
-    """Lists are eventually consistent and events arrive out of order: per
-    machine, keep whichever view is further along its lifecycle."""
-    out, found = [], False
-    for machine in listed:
-        if machine.id == event.id:
-            found = True
-            machine = event if _PROGRESS[event.phase] >= _PROGRESS[machine.phase] else machine
-        out.append(machine)
-    return out if found else [*out, event]
 
 
 def _first_error(err: Exception) -> str:

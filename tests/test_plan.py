@@ -205,3 +205,26 @@ def test_unsupported_pod_fails_with_a_reason_a_user_can_act_on():
     status = only(result, p.PatchStatus).status
     assert status["phase"] == "Failed" and status["reason"] == "ProviderFailed"
     assert "privileged" in status["message"]
+
+
+def test_fast_path_without_the_previous_machine_keeps_the_last_state_shown():
+    pd = pod()
+    old = machine(pd, MachinePhase.STOPPED, codes=[2], cause=StopCause.EXITED, attempt=0)
+    new = machine(pd, MachinePhase.PENDING, attempt=1, created=T0 + timedelta(minutes=1))
+    shown = with_status(pd, only(p.plan(NODE, [pd], [old, new], T0 + timedelta(minutes=1)), p.PatchStatus).status)
+    running = machine(pd, MachinePhase.RUNNING, attempt=1, created=T0 + timedelta(minutes=1), mid=new.id)
+    status = only(p.plan(NODE, [shown], [running], T0 + timedelta(minutes=2)), p.PatchStatus).status
+    assert status["containerStatuses"][0]["lastState"]["terminated"]["exitCode"] == 2
+
+
+def test_stale_machine_views_are_recognised():
+    from chalicelib.pod_status import is_stale
+
+    pd = pod(restart="Always")
+    stopped = machine(pd, MachinePhase.STOPPED, codes=[1], cause=StopCause.EXITED, stopped=T0)
+    looping = with_status(pd, only(p.plan(NODE, [pd], [stopped], T0 + timedelta(seconds=1)), p.PatchStatus).status)
+    assert is_stale(looping, machine(pd, MachinePhase.RUNNING, mid=stopped.id))  # older news
+    assert not is_stale(looping, stopped)
+    assert not is_stale(looping, machine(pd, MachinePhase.PENDING, attempt=1))  # the next attempt
+    restarted = with_status(pd, {"containerStatuses": [{"name": "app", "restartCount": 1, "state": {"running": {}}}]})
+    assert is_stale(restarted, stopped)  # an event about attempt 0 after attempt 1 began

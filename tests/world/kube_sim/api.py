@@ -11,6 +11,7 @@ import base64
 import bisect
 import json
 import random
+from collections import Counter
 import threading
 import time
 import urllib.parse
@@ -103,6 +104,8 @@ class Api:
         self.tokens: dict[str, dict] = {"admin-token": dict(ADMIN)}
         self.allow_anonymous = True
         self.audit = AuditRecorder(clock)
+        # (username, verb, resource[/subresource]) -> count: what clients cost the apiserver
+        self.calls: Counter = Counter()
         self.stopping = threading.Event()
         self.walker = SchemaWalker(schema.core_schemas())
         self._storage_rt = {rt.store_key: rt for rt in RESOURCES if not rt.group}
@@ -125,6 +128,8 @@ class Api:
             self._authorize(ctx)
         except E.ApiError as e:
             return Response(e.code, e.body())
+        resource = ctx.rt.plural + ("/" + ctx.subresource if ctx.subresource else "")
+        self.calls[(user.get("username"), ctx.verb, resource)] += 1
         level = self.audit.level(ctx)
         self.audit.received(ctx, level)
         try:

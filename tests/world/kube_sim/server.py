@@ -12,6 +12,9 @@ from .api import Api, Request
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes: without TCP_NODELAY every
+    # keep-alive response waits ~40 ms for the client's delayed ACK.
+    disable_nagle_algorithm = True
     server_version = "kube-sim"
     api: Api = None  # set per server class
 
