@@ -250,3 +250,19 @@ def _run_duplicate(backend, spec):
         networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets,
                                                       "securityGroups": backend.security_groups}},
     )
+
+
+def test_throttled_create_is_shown_as_waiting_then_retried_by_the_next_pass(stack):
+    stack.plane.fail_runs(3)  # every attempt of one RunTask call: 1 + the SDK's 2 retries
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.sim.scheduler.run_once()
+    stack.audit.flush()
+    pod = stack.pod("web")
+    assert pod["status"]["phase"] == "Pending"
+    waiting = container(pod)["state"]["waiting"]
+    assert waiting["reason"] == "ProviderBackOff" and "ThrottlingException" in waiting["message"]
+    [event] = [e for e in stack.events_of("web") if e["reason"] == "FailedCreateMachine"]
+    assert event["type"] == "Warning" and "Rate exceeded" in event["message"]
+    assert stack.tasks() == []
+    stack.settle(rounds=4, reconcile=True)
+    assert phase(stack, "web") == "Running" and len(stack.tasks()) == 1

@@ -348,7 +348,7 @@ def test_run_task_failures():
 
 def test_client_uses_botocore_retries(aws_env):
     cfg = client_config()
-    assert cfg.retries == {"mode": "standard", "max_attempts": 4}
+    assert cfg.retries == {"mode": "standard", "max_attempts": 2}
     assert make_client("us-east-1").meta.config.retries["mode"] == "standard"
 
 

@@ -303,14 +303,16 @@ def failure_error(failures: list[dict]) -> MachineError:
     return TransientMachineError(f"ECS RunTask could not start the task now: {text}")
 
 
-def client_config(max_attempts: int = 4, mode: str = "standard"):
-    """botocore Config for the ECS client: SDK retries (standard/adaptive)
-    with backoff for throttling/5xx/connection errors; short timeouts that
-    fit a Lambda invocation."""
+def client_config(retries: int = 2, mode: str = "standard"):
+    """botocore Config for the ECS client: the SDK's own retries (standard
+    mode: exponential backoff with jitter) for throttling/5xx/connection
+    errors. Few of them: a webhook must answer within its timeout, and the
+    next reconcile pass is the real retry. Short timeouts for the same reason."""
     from botocore.config import Config
 
+    # botocore's `max_attempts` counts retries, not the first attempt.
     return Config(
-        retries={"mode": mode, "max_attempts": max_attempts},
+        retries={"mode": mode, "max_attempts": retries},
         connect_timeout=3,
         read_timeout=15,
     )

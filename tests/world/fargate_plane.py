@@ -222,6 +222,7 @@ class FargatePlane:
         self.cluster = cluster
         self.clock = clock or Clock()
         self._states: dict[str, _TaskState] = {}
+        self.run_failures: list[Exception] = []  # raised by the next RunTask calls, in order
         self._pending_events: list[dict] = []
         self._installed: list[Any] = []
         self._lock = threading.RLock()
@@ -251,6 +252,8 @@ class FargatePlane:
         original_run = backend.run_task
 
         def run_task(*args, **kwargs):
+            if plane.run_failures:
+                raise plane.run_failures.pop(0)
             tasks = original_run(*args, **kwargs)
             with plane._lock:
                 for task in tasks:
@@ -393,6 +396,18 @@ class FargatePlane:
         state.abrupt = abrupt
 
     # -- public ------------------------------------------------------------
+
+    def fail_runs(self, count: int, error_type: str = "ThrottlingException",
+                  message: str = "Rate exceeded", status: int = 400) -> None:
+        """Make the next ``count`` RunTask calls fail as ECS does under load
+        (ThrottlingException 400, ServerException 500, ...). The SDK retries
+        count too: with client_config() botocore makes up to 3 attempts a call."""
+        from moto.core.exceptions import JsonRESTError
+
+        for _ in range(count):
+            error = JsonRESTError(error_type, message)
+            error.code = status
+            self.run_failures.append(error)
 
     def kill(
         self,
