@@ -138,7 +138,8 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
                 Emit(pod, "Normal", "Killing", f"Stopping machine {machine.id}"),
             )
         if not any(m.phase != MachinePhase.STOPPED for m in machines):
-            result.add(Finalize(pod))
+            result.add(Finalize(pod), Emit(pod, "Normal", "Finalized",
+                                           "Machine stopped; the pod object is removed"))
         return
 
     if phase in ps.TERMINAL_PHASES:
@@ -207,12 +208,20 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
         status = ps.running_status(pod, current, now, restart_count=attempt, previous=current,
                                    waiting=("CrashLoopBackOff", message))
         if ps.status_differs(pod, status):
-            result.add(PatchStatus(pod, status), Emit(pod, "Warning", "BackOff", message))
+            result.add(PatchStatus(pod, status))
+            for run in current.containers:
+                code = run.exit_code if run.exit_code is not None else 1
+                result.add(Emit(pod, "Normal" if code == 0 else "Warning", "Exited",
+                                f"Container {run.name} exited with code {code}"))
+            result.add(Emit(pod, "Warning", "BackOff", message))
         return
-    _create(result, node, pod, attempt + 1, current, now)
+    if _create(result, node, pod, attempt + 1, current, now):
+        result.add(Emit(pod, "Normal", "Restarting",
+                        f"Restarting the pod's containers (restart {attempt + 1}, policy {spec.get('restartPolicy')})"))
 
 
-def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine | None, now: datetime) -> None:
+def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine | None, now: datetime) -> bool:
+    """Plan the machine of ``attempt``; False when the pod cannot run at all."""
     try:
         spec = machine_spec(pod, node, attempt)
     except UnsupportedPod as err:
@@ -221,11 +230,14 @@ def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine 
         status = ps.failed_status(pod, now, reason=ps.PROVIDER_FAILED, message=message,
                                   container_state=state, restart_count=attempt)
         result.add(PatchStatus(pod, status), Emit(pod, "Warning", "ProviderCreateFailed", message))
-        return
+        return False
     status = ps.running_status(pod, None, now, restart_count=attempt, previous=previous)
     result.add(Create(pod, spec, status))
+    return True
 
 
 def _patch(result: Plan, pod: dict, status: dict) -> None:
     if ps.status_differs(pod, status):
         result.add(PatchStatus(pod, status))
+        for type_, reason, message in ps.container_events(pod.get("status") or {}, status):
+            result.add(Emit(pod, type_, reason, message))

@@ -210,6 +210,27 @@ def lost_status(pod: dict, now: datetime, *, restart_count: int, detail: str) ->
     return failed_status(pod, now, reason=MACHINE_LOST, message=detail, container_state=state, restart_count=restart_count)
 
 
+def container_events(old: dict, new: dict) -> list[tuple[str, str, str]]:
+    """What a user should read in `kubectl describe pod` about this status change:
+    containers that started and containers that exited (with their code)."""
+    before = {(s.get("name"), s.get("restartCount", 0)): s.get("state") or {}
+              for s in old.get("containerStatuses") or []}
+    out = []
+    for status in new.get("containerStatuses") or []:
+        name, state = status["name"], status["state"]
+        was = before.get((name, status.get("restartCount", 0)), {})
+        if "running" in state and "running" not in was:
+            out.append(("Normal", "Started", f"Started container {name}"))
+        if "terminated" in state and "terminated" not in was:
+            term = state["terminated"]
+            code, reason = term.get("exitCode"), term.get("reason", "")
+            if code == 0:
+                out.append(("Normal", "Completed", f"Container {name} exited with code 0"))
+            else:
+                out.append(("Warning", "Exited", f"Container {name} exited with code {code} ({reason})"))
+    return out
+
+
 def status_differs(pod: dict, desired: dict) -> bool:
     """True when writing ``desired`` would change what the pod shows.
 

@@ -228,3 +228,28 @@ def test_stale_machine_views_are_recognised():
     assert not is_stale(looping, machine(pd, MachinePhase.PENDING, attempt=1))  # the next attempt
     restarted = with_status(pd, {"containerStatuses": [{"name": "app", "restartCount": 1, "state": {"running": {}}}]})
     assert is_stale(restarted, stopped)  # an event about attempt 0 after attempt 1 began
+
+
+def reasons(result):
+    return [(e.type, e.reason, e.message) for e in result.of(p.Emit)]
+
+
+def test_lifecycle_events_tell_the_story():
+    pd = pod(restart="OnFailure")
+    running = p.plan(NODE, [pd], [machine(pd)], T0)
+    assert reasons(running) == [("Normal", "Started", "Started container app")]
+    shown = with_status(pd, only(running, p.PatchStatus).status)
+    assert p.plan(NODE, [shown], [machine(pd)], T0).of(p.Emit) == []  # said once, not every pass
+    stopped = machine(pd, MachinePhase.STOPPED, codes=[7], cause=StopCause.EXITED, stopped=T0)
+    looping = p.plan(NODE, [shown], [stopped], T0 + timedelta(seconds=1))
+    assert reasons(looping)[0] == ("Warning", "Exited", "Container app exited with code 7")
+    assert [r for _, r, _ in reasons(looping)][1:] == ["BackOff"]
+    restart = p.plan(NODE, [shown], [stopped], T0 + timedelta(seconds=30))
+    assert [r for _, r, _ in reasons(restart)] == ["Restarting"]
+    other = pod(restart="Never")
+    done = p.plan(NODE, [other], [machine(other, MachinePhase.STOPPED, codes=[0], cause=StopCause.EXITED)], T0)
+    assert reasons(done) == [("Normal", "Completed", "Container app exited with code 0")]
+    failed = p.plan(NODE, [other], [machine(other, MachinePhase.STOPPED, codes=[3], cause=StopCause.EXITED)], T0)
+    assert reasons(failed) == [("Warning", "Exited", "Container app exited with code 3 (Error)")]
+    gone = p.plan(NODE, [pod(deleting=True)], [], T0)
+    assert [r for _, r, _ in reasons(gone)] == ["Finalized"]
