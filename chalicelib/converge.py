@@ -34,6 +34,10 @@ class Converger:
 
     def _create(self, action: p.Create) -> None:
         pod, now = action.pod, self.clock()
+        if action.status is None:  # create only (admission fast path): errors are logged and counted
+            machine = self.backend.create(action.spec)
+            self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
+            return
         try:
             machine = self.backend.create(action.spec)
         except TransientMachineError as err:

@@ -30,7 +30,7 @@ ORPHAN_GRACE = timedelta(seconds=60)
 class Create:
     pod: dict
     spec: MachineSpec
-    status: dict  # what the pod shows once the create call succeeded
+    status: dict | None  # what the pod shows once the create call succeeded; None: leave it
 
 
 @dataclass(frozen=True)

@@ -144,6 +144,8 @@ def test_a_binding_refused_later_in_the_chain_leaves_a_machine_the_reconciler_st
     assert refused == ["orphan"] and stack.pod("orphan", NS)["spec"].get("nodeName") is None
     [task] = stack.tasks()  # our webhook had already started it
     assert task["desiredStatus"] == "RUNNING"
+    # ... but wrote nothing on the pod: it was never ours
+    assert "containerStatuses" not in stack.pod("orphan", NS)["status"]
     stack.cloud_step()
     stack.reconcile()  # within plan.ORPHAN_GRACE: a fast path may have created it for a binding not listed yet
     assert stack.tasks()[0]["desiredStatus"] == "RUNNING"
