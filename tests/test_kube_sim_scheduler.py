@@ -20,7 +20,10 @@ def test_lifecycle_removes_not_ready_taint_when_ready(sim, core):
     core.create_node(node_body("sick", ready="False"))
     sim.node_lifecycle.run_once()
     assert core.read_node("ok").spec.taints is None
-    assert [t.key for t in core.read_node("sick").spec.taints] == ["node.kubernetes.io/not-ready"]
+    # Ready=False: NoSchedule (TaintNodesByCondition) and, "ok" being Ready in the
+    # same zone, NoExecute (taint-based eviction) -- see tests/test_node_lifecycle.py
+    assert [(t.key, t.effect) for t in core.read_node("sick").spec.taints] == [
+        ("node.kubernetes.io/not-ready", "NoSchedule"), ("node.kubernetes.io/not-ready", "NoExecute")]
     assert core.read_node("ok").metadata.annotations == {"node.alpha.kubernetes.io/ttl": "0"}
 
 

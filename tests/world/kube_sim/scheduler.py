@@ -5,10 +5,8 @@ user system:kube-scheduler, so the binding is audited like a real one), emits th
 `Scheduled` event through events.k8s.io/v1, and marks unschedulable pods
 PodScheduled=False/Unschedulable with a kube-scheduler-like message.
 
-NodeLifecycle.run_once() does what node-lifecycle and TTL controllers did in the
-golden recording: drop the `not-ready` NoSchedule taint once Ready=True (add it
-back when not), add beta os/arch labels and the ttl annotation. Lease-based
-NotReady/unreachable handling and eviction belong here too (a later issue).
+The node lifecycle controller (lease-based NotReady, taints, eviction) lives in
+lifecycle.py; Scheduler.run_once() runs one pass of it before each scheduling pass.
 """
 from __future__ import annotations
 
@@ -55,41 +53,8 @@ def _ready_status(node) -> str:
     return "Unknown"
 
 
-class NodeLifecycle:
-    def __init__(self, api: Api):
-        self.api = api
-
-    def run_once(self) -> int:
-        changed = 0
-        for node in self.api.store.list("nodes"):
-            name = node["metadata"]["name"]
-            labels = dict(node["metadata"].get("labels") or {})
-            ann = dict(node["metadata"].get("annotations") or {})
-            taints = list((node.get("spec") or {}).get("taints") or [])
-            ready = _ready_status(node) == "True"
-            nr = {"key": "node.kubernetes.io/not-ready", "effect": "NoSchedule"}
-            has_nr = any(t.get("key") == nr["key"] and t.get("effect") == "NoSchedule" for t in taints)
-            new_taints = [t for t in taints if not (t.get("key") == nr["key"] and t.get("effect") == "NoSchedule")] \
-                if ready else (taints if has_nr else taints + [nr])
-            info = (node.get("status") or {}).get("nodeInfo") or {}
-            for beta, src in (("beta.kubernetes.io/os", "kubernetes.io/os"), ("beta.kubernetes.io/arch", "kubernetes.io/arch")):
-                val = labels.get(src) or info.get({"beta.kubernetes.io/os": "operatingSystem"}.get(beta, "architecture"))
-                if val and beta not in labels:
-                    labels[beta] = val
-            ann.setdefault("node.alpha.kubernetes.io/ttl", "0")
-            if new_taints == taints and labels == (node["metadata"].get("labels") or {}) and \
-                    ann == (node["metadata"].get("annotations") or {}):
-                continue
-            patch = {"metadata": {"labels": labels, "annotations": ann},
-                     "spec": {"taints": new_taints or None}}
-            r = _call(self.api, NODE_CONTROLLER_USER, "PATCH", f"/api/v1/nodes/{name}", patch,
-                      "application/merge-patch+json", ua="kube-controller-manager/v1.36.2")
-            changed += r.status == 200
-        return changed
-
-
 class Scheduler:
-    def __init__(self, api: Api, lifecycle: NodeLifecycle, name: str = "default-scheduler"):
+    def __init__(self, api: Api, lifecycle: "NodeLifecycle", name: str = "default-scheduler"):
         self.api = api
         self.lifecycle = lifecycle
         self.name = name
