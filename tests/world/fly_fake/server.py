@@ -1,0 +1,537 @@
+"""A Fly Machines API on 127.0.0.1, faithful to the public Swagger spec.
+
+What it implements (``/v1``):
+
+* ``GET /apps/{app}/machines`` (``include_deleted``, ``region``),
+  ``POST /apps/{app}/machines`` (CreateMachineRequest),
+  ``GET /apps/{app}/machines/{id}``, ``DELETE /apps/{app}/machines/{id}``
+  (``force``), ``POST /apps/{app}/machines/{id}/stop`` (StopRequest),
+  ``POST /apps/{app}/machines/{id}/start``,
+  ``GET /apps/{app}/machines/{id}/events``.
+  Anything else of the spec answers 404 ``not implemented by the fake``.
+* Every request body and query string is validated against the spec
+  (``spec.py``: closed objects, ``fly.Duration`` as a Go duration string); a
+  violation answers 400 and is recorded in ``violations``. Every response
+  the fake sends is validated too (a violation there is the fake's own bug,
+  recorded the same way). Tests assert ``violations == []``.
+* ``Authorization: Bearer <token>`` is required (401 otherwise); an unknown
+  app is 404.
+
+Machines walk one state per ``step()`` on an injectable clock (the
+``Clock`` of ``tests.world.fargate_plane``):
+``created -> starting -> started``; a program that exits (``program_of`` of
+``init.entrypoint + init.cmd``: ``sh -c "sleep 2; exit 3"``...) gets an
+``exit`` event then ``stopping -> stopped``; ``stop`` makes it ``stopping``:
+an interpreted script (PID 1, no SIGTERM handler) is killed once the stop
+timeout has passed (exit 137, signal 9), anything else exits on SIGTERM
+(143, signal 15); ``DELETE`` on a stopped machine: ``destroying ->
+destroyed`` (then gone from lists unless ``include_deleted``); ``force=true``
+kills a live machine first. DELETE of a live machine without force is 412,
+stop of a machine that is not started is 400. Images containing
+``doesnotexist`` are refused at create (400, manifest unknown), as Fly
+resolves the image synchronously. Events are newest first, with
+``exit_event`` (exit_code, signal, oom_killed, requested_stop, exited_at).
+
+Faults, on demand: ``fail(action, status, ...)`` (429 with Retry-After, 5xx,
+anything), ``no_capacity(region)`` (412 ``insufficient_capacity`` on
+create in that region), ``oom(id)`` (the kernel kills the machine),
+``vanish(id)`` (the machine disappears), ``latency`` (seconds per request)
+and ``rate_limit`` (enforce 1 req/s per action per machine, burst 3, on the
+real monotonic clock).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+from tests.world.fargate_plane import Clock, Program, program_of
+from tests.world.fly_fake import spec as swagger
+
+ACTIONS = ("list", "create", "get", "delete", "stop", "start", "events")
+
+_ROUTES: list[tuple[str, str, re.Pattern, str]] = [
+    ("GET", "/apps/{app_name}/machines", re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines$"), "list"),
+    ("POST", "/apps/{app_name}/machines", re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines$"), "create"),
+    ("GET", "/apps/{app_name}/machines/{machine_id}",
+     re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines/(?P<id>[^/]+)$"), "get"),
+    ("DELETE", "/apps/{app_name}/machines/{machine_id}",
+     re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines/(?P<id>[^/]+)$"), "delete"),
+    ("POST", "/apps/{app_name}/machines/{machine_id}/stop",
+     re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines/(?P<id>[^/]+)/stop$"), "stop"),
+    ("POST", "/apps/{app_name}/machines/{machine_id}/start",
+     re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines/(?P<id>[^/]+)/start$"), "start"),
+    ("GET", "/apps/{app_name}/machines/{machine_id}/events",
+     re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines/(?P<id>[^/]+)/events$"), "events"),
+]
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _ms(value: datetime) -> int:
+    return int(value.timestamp() * 1000)
+
+
+def parse_go_duration(text: str) -> float:
+    units = {"ns": 1e-9, "us": 1e-6, "µs": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0}
+    return sum(float(n) * units[u] for n, u in re.findall(r"([0-9.]+)(ns|us|µs|ms|s|m|h)", text))
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, code: str | None = None, headers: dict | None = None):
+        super().__init__(error)
+        self.status, self.error, self.code, self.headers = status, error, code, headers or {}
+
+    def body(self) -> dict:
+        body: dict[str, Any] = {"error": self.error}
+        if self.code:
+            body["status"] = self.code
+        return body
+
+
+@dataclass
+class Fault:
+    action: str
+    status: int
+    error: str
+    code: str | None = None
+    retry_after: float | None = None
+    region: str | None = None  # create only: fail only in this region
+
+
+@dataclass
+class FakeMachine:
+    id: str
+    name: str
+    region: str
+    config: dict
+    created_at: datetime
+    private_ip: str
+    instance_id: str
+    program: Program
+    state: str = "created"
+    updated_at: datetime | None = None
+    events: list[dict] = field(default_factory=list)  # newest first
+    started_at: datetime | None = None
+    stop_at: datetime | None = None  # when the stop was asked for
+    stop_timeout: float = 5.0
+    stop_signal: str = "SIGTERM"
+    kill: bool = False  # force destroy: kill at once
+    destroy_after_stop: bool = False
+    pending_exit: dict | None = None  # exit_event to report on the next step
+    oom: bool = False
+
+    def view(self) -> dict:
+        image = self.config.get("image", "")
+        repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
+        registry, _, repository = repo.partition("/") if "." in repo.split("/", 1)[0] else ("registry-1.docker.io", "", repo)
+        out = {
+            "id": self.id, "name": self.name, "state": self.state, "region": self.region,
+            "instance_id": self.instance_id, "private_ip": self.private_ip,
+            "config": self.config,
+            "image_ref": {"registry": registry, "repository": repository or repo, "tag": tag or "latest",
+                          "digest": "sha256:" + uuid.uuid5(uuid.NAMESPACE_URL, image).hex * 2, "labels": {}},
+            "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at or self.created_at),
+            "events": list(self.events),
+        }
+        return out
+
+
+class FlyFake:
+    """The fake Machines API. ``with FlyFake(apps={"lambdalet"}, token="t") as fly: fly.url``."""
+
+    def __init__(self, *, apps: set[str] | None = None, token: str = "fly-test-token",
+                 clock: Callable[[], datetime] | None = None, default_region: str = "iad"):
+        self.apps = set(apps or {"lambdalet"})
+        self.token = token
+        self.clock = clock or Clock()
+        self.default_region = default_region
+        self.machines: dict[str, FakeMachine] = {}
+        self.destroyed: dict[str, FakeMachine] = {}
+        self.violations: list[str] = []
+        self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
+        self.faults: list[Fault] = []
+        self.latency = 0.0
+        self.rate_limit = False
+        self._buckets: dict[tuple, tuple[float, float]] = {}
+        self._lock = threading.RLock()
+        self._server: ThreadingHTTPServer | None = None
+
+    # -- life cycle ----------------------------------------------------------
+    def start(self) -> "FlyFake":
+        fake = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.fake = fake
+        self._server = _Server(("127.0.0.1", 0), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True,
+                         name="fly-fake").start()
+        host, port = self._server.server_address[:2]
+        self.url = f"http://{host}:{port}"
+        return self
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def __enter__(self) -> "FlyFake":
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- faults ----------------------------------------------------------------
+    def fail(self, action: str, status: int = 503, error: str = "service unavailable", *, times: int = 1,
+             retry_after: float | None = None, code: str | None = None) -> None:
+        """The next ``times`` calls of ``action`` answer ``status``."""
+        assert action in ACTIONS, action
+        with self._lock:
+            self.faults += [Fault(action, status, error, code, retry_after) for _ in range(times)]
+
+    def throttle(self, action: str, *, times: int = 1, retry_after: float | None = 0.0) -> None:
+        self.fail(action, 429, "rate limit exceeded", times=times, retry_after=retry_after)
+
+    def no_capacity(self, region: str | None = None, *, times: int = 1) -> None:
+        """The next ``times`` creates (in ``region``, or anywhere) fail for capacity, as Fly does."""
+        with self._lock:
+            self.faults += [Fault("create", 412, "insufficient resources available to fulfill request: "
+                                  "could not reserve resource for machine", "insufficient_capacity", None, region)
+                            for _ in range(times)]
+
+    def oom(self, machine_id: str) -> None:
+        """The guest kernel's OOM killer ends the machine's main process."""
+        with self._lock:
+            m = self.machines[machine_id]
+            m.oom = True
+
+    def vanish(self, machine_id: str) -> None:
+        with self._lock:
+            self.machines.pop(machine_id, None)
+
+    def _take_fault(self, action: str, region: str | None = None) -> Fault | None:
+        with self._lock:
+            for i, f in enumerate(self.faults):
+                if f.action == action and (f.region is None or f.region == region):
+                    return self.faults.pop(i)
+        return None
+
+    # -- state walk ------------------------------------------------------------
+    def _event(self, m: FakeMachine, type_: str, status: str, source: str, request: dict | None = None) -> None:
+        event: dict[str, Any] = {"id": uuid.uuid4().hex[:26].upper(), "type": type_, "status": status,
+                                 "source": source, "timestamp": _ms(self.clock())}
+        if request is not None:
+            event["request"] = request
+        m.events.insert(0, event)
+        m.updated_at = self.clock()
+
+    def _exit(self, m: FakeMachine, code: int, signal: int = -1, *, requested: bool, oom: bool = False) -> None:
+        now = self.clock()
+        exit_event = {"exit_code": code, "guest_exit_code": code if signal < 0 else 0,
+                      "guest_signal": signal, "signal": signal, "oom_killed": oom,
+                      "requested_stop": requested, "restarting": False,
+                      "exited_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
+        self._event(m, "exit", "stopped", "flyd", {"exit_event": exit_event, "restart_count": 0})
+        m.state = "stopping" if m.state == "started" else m.state
+
+    def step(self) -> None:
+        """Advance every machine one state."""
+        with self._lock:
+            now = self.clock()
+            for m in list(self.machines.values()):
+                self._advance(m, now)
+
+    def settle(self, max_steps: int = 20) -> None:
+        for _ in range(max_steps):
+            before = {k: (m.state, len(m.events)) for k, m in self.machines.items()}
+            self.step()
+            if before == {k: (m.state, len(m.events)) for k, m in self.machines.items()}:
+                break
+
+    def _advance(self, m: FakeMachine, now: datetime) -> None:
+        if m.state == "created":
+            m.state = "starting"
+            m.updated_at = now
+        elif m.state == "starting":
+            m.state = "started"
+            m.started_at = now
+            self._event(m, "start", "started", "flyd")
+        elif m.state == "started":
+            if m.oom:
+                self._exit(m, 137, 9, requested=False, oom=True)
+            elif m.program.exit_code is not None and (now - m.started_at).total_seconds() >= m.program.seconds:
+                self._exit(m, m.program.exit_code, requested=False)
+        elif m.state == "stopping":
+            if m.events and m.events[0]["type"] == "exit":
+                m.state = "stopped"
+                m.updated_at = now
+                if m.destroy_after_stop:
+                    m.state = "destroying"
+                    self._event(m, "destroy", "destroying", "user")
+                return
+            p = m.program
+            if m.kill:
+                self._exit(m, 137, 9, requested=True)
+            elif p.exit_code is not None and m.started_at and (now - m.started_at).total_seconds() >= p.seconds:
+                self._exit(m, p.exit_code, requested=True)
+            elif m.stop_signal == "SIGKILL":
+                self._exit(m, 137, 9, requested=True)
+            elif not p.ignores_sigterm:
+                self._exit(m, 143, 15, requested=True)
+            elif (now - m.stop_at).total_seconds() >= m.stop_timeout:
+                self._exit(m, 137, 9, requested=True)
+        elif m.state == "destroying":
+            m.state = "destroyed"
+            self._event(m, "destroy", "destroyed", "flyd")
+            self.destroyed[m.id] = self.machines.pop(m.id)
+
+    # -- API actions (under the lock) --------------------------------------------
+    def _machine(self, app: str, machine_id: str) -> FakeMachine:
+        m = self.machines.get(machine_id)
+        if m is None:
+            raise ApiError(404, "machine not found")
+        return m
+
+    def api_list(self, app: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        include_deleted = query.get("include_deleted") == "true"
+        region = query.get("region")
+        machines = list(self.machines.values()) + (list(self.destroyed.values()) if include_deleted else [])
+        return 200, [m.view() for m in sorted(machines, key=lambda m: m.created_at)
+                     if region is None or m.region == region]
+
+    def api_create(self, app: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
+        config = dict(body.get("config") or {})
+        region = body.get("region") or self.default_region
+        fault = self._take_fault("create", region)
+        if fault is not None:
+            raise ApiError(fault.status, fault.error, fault.code,
+                           {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None)
+        image = config.get("image")
+        if not image:
+            raise ApiError(400, "invalid config.image, image is required")
+        if "doesnotexist" in image:
+            raise ApiError(400, f"failed to get manifest {image}: MANIFEST_UNKNOWN: manifest unknown")
+        if body.get("skip_launch"):
+            raise ApiError(400, "skip_launch is not supported by the fake")
+        now = self.clock()
+        machine_id = secrets.token_hex(7)
+        init = config.get("init") or {}
+        stop_config = config.get("stop_config") or {}
+        m = FakeMachine(
+            id=machine_id, name=body.get("name") or f"machine-{machine_id[:6]}", region=region, config=config,
+            created_at=now, private_ip=f"fdaa:0:1:a7b:{secrets.token_hex(2)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}:2",
+            instance_id=uuid.uuid4().hex[:26].upper(),
+            program=program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd")),
+            stop_timeout=parse_go_duration(stop_config.get("timeout", "5s")),
+            stop_signal=stop_config.get("signal", "SIGINT"),
+        )
+        self._event(m, "launch", "created", "user")
+        self.machines[machine_id] = m
+        return 200, m.view()
+
+    def api_get(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        if machine_id in self.destroyed:
+            return 200, self.destroyed[machine_id].view()
+        return 200, self._machine(app, machine_id).view()
+
+    def api_events(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        m = self.machines.get(machine_id) or self.destroyed.get(machine_id)
+        if m is None:
+            raise ApiError(404, "machine not found")
+        return 200, list(m.events)
+
+    def api_stop(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        m = self._machine(app, machine_id)
+        if m.state != "started":
+            raise ApiError(400, f"unable to stop machine, not currently started (state: {m.state})")
+        body = body or {}
+        m.stop_at = self.clock()
+        if body.get("timeout"):
+            m.stop_timeout = parse_go_duration(body["timeout"])
+        if body.get("signal"):
+            m.stop_signal = body["signal"]
+        m.state = "stopping"
+        self._event(m, "stop", "stopping", "user")
+        return 200, {"ok": True}
+
+    def api_start(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        m = self._machine(app, machine_id)
+        if m.state not in ("stopped", "suspended"):
+            raise ApiError(400, f"unable to start machine from current state: '{m.state}'")
+        m.state, m.oom, m.kill = "starting", False, False
+        self._event(m, "start", "starting", "user")
+        return 200, {"message": "", "status": "", "previous_state": "stopped"}
+
+    def api_delete(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        m = self._machine(app, machine_id)
+        force = query.get("force") == "true"
+        if m.state in ("stopped", "suspended", "failed"):
+            m.state = "destroying"
+            self._event(m, "destroy", "destroying", "user")
+        elif m.state in ("destroying", "destroyed"):
+            pass
+        elif not force:
+            raise ApiError(412, f"failed_precondition: unable to destroy machine, not currently stopped "
+                                f"or suspended (state: {m.state})")
+        elif m.state in ("created", "starting"):
+            m.state = "destroying"
+            self._event(m, "destroy", "destroying", "user")
+        else:
+            m.kill, m.destroy_after_stop, m.stop_at = True, True, self.clock()
+            if m.state == "started":
+                m.state = "stopping"
+                self._event(m, "stop", "stopping", "user")
+        return 200, {"ok": True}
+
+    # -- rate limit --------------------------------------------------------------
+    def _limited(self, action: str, machine_id: str | None) -> bool:
+        if not self.rate_limit or machine_id is None:
+            return False
+        with self._lock:
+            now = time.monotonic()
+            tokens, at = self._buckets.get((action, machine_id), (3.0, now))
+            tokens = min(3.0, tokens + (now - at))
+            if tokens < 1:
+                self._buckets[(action, machine_id)] = (tokens, now)
+                return True
+            self._buckets[(action, machine_id)] = (tokens - 1, now)
+            return False
+
+    def violation(self, text: str) -> None:
+        with self._lock:
+            self.violations.append(text)
+
+    # -- dispatch --------------------------------------------------------------------
+    def handle(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> tuple[int, Any, dict]:
+        split = urlsplit(raw_path)
+        where = f"{method} {split.path}"
+        route = next(((template, pattern, action) for m_, template, pattern, action in _ROUTES
+                      if m_ == method and pattern.match(split.path)), None)
+        if route is None:
+            return 404, {"error": f"{where}: not implemented by the fake"}, {}
+        template, pattern, action = route
+        params = pattern.match(split.path).groupdict()
+        op = swagger.operation(template, method)
+        # query string
+        query: dict[str, str] = {}
+        allowed = swagger.query_params(op)
+        for key, values in parse_qs(split.query, keep_blank_values=True).items():
+            if key not in allowed:
+                self.violation(f"{where}: query parameter {key!r} is not in the spec")
+                return 400, {"error": f"unknown query parameter {key}"}, {}
+            value = values[-1]
+            if allowed[key].get("type") == "boolean" and value not in ("true", "false"):
+                self.violation(f"{where}: query parameter {key}={value!r} is not a boolean")
+                return 400, {"error": f"invalid {key}"}, {}
+            query[key] = value
+        # auth
+        if headers.get("authorization") != f"Bearer {self.token}":
+            return 401, {"error": "You must be authenticated to view this."}, {}
+        if params["app"] not in self.apps:
+            return 404, {"error": "app not found"}, {}
+        # body
+        schema, required = swagger.body_schema(op)
+        body: Any = None
+        if raw_body:
+            try:
+                body = json.loads(raw_body)
+            except ValueError:
+                self.violation(f"{where}: body is not JSON")
+                return 400, {"error": "invalid JSON body"}, {}
+            if schema is None:
+                self.violation(f"{where}: the spec takes no body here")
+                return 400, {"error": "unexpected body"}, {}
+            problems = swagger.errors(schema, body)
+            if problems:
+                self.violation(f"{where}: " + "; ".join(problems))
+                return 400, {"error": "invalid request body: " + "; ".join(problems)}, {}
+        elif required:
+            self.violation(f"{where}: the request body is required")
+            return 400, {"error": "request body required"}, {}
+        if self._limited(action, params.get("id")):
+            return 429, {"error": "rate limit exceeded"}, {"Retry-After": "1"}
+        fault = self._take_fault(action) if action != "create" else None
+        if fault is not None:
+            extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+            error = ApiError(fault.status, fault.error, fault.code)
+            return fault.status, error.body(), extra
+        if self.latency:
+            time.sleep(self.latency)
+        try:
+            with self._lock:
+                if "id" in params:
+                    status, out = getattr(self, f"api_{action}")(params["app"], params["id"], query, body)
+                else:
+                    status, out = getattr(self, f"api_{action}")(params["app"], query, body)
+            extra: dict = {}
+        except ApiError as err:
+            status, out, extra = err.status, err.body(), err.headers
+        return status, out, extra
+
+    def check_response(self, method: str, raw_path: str, status: int, body: Any) -> None:
+        split = urlsplit(raw_path)
+        route = next(((template, pattern) for m_, template, pattern, _ in _ROUTES
+                      if m_ == method and pattern.match(split.path)), None)
+        if route is None:
+            return
+        schema = swagger.response_schema(swagger.operation(route[0], method), status)
+        if schema is not None:
+            problems = swagger.errors(schema, body)
+            if problems:
+                self.violation(f"response to {method} {split.path} ({status}): " + "; ".join(problems))
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client closing its keep-alive connection
+        super().handle_error(request, client_address)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    fake: FlyFake
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # keep-alive answers would stall 40 ms otherwise
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - quiet
+        pass
+
+    def _serve(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        raw = self.rfile.read(length) if length else b""
+        headers = {k.lower(): v for k, v in self.headers.items()}
+        try:
+            status, body, extra = self.fake.handle(self.command, self.path, headers, raw)
+        except Exception as err:  # noqa: BLE001 - the fake's own bug: say so loudly
+            self.fake.violation(f"fake crashed on {self.command} {self.path}: {type(err).__name__}: {err}")
+            status, body, extra = 500, {"error": f"fake crashed: {err}"}, {}
+        self.fake.check_response(self.command, self.path, status, body)
+        with self.fake._lock:
+            self.fake.requests.append((self.command, urlsplit(self.path).path, status))
+        data = json.dumps(body).encode() if body is not None else b""
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        for key, value in extra.items():
+            self.send_header(key, value)
+        self.end_headers()
+        self.wfile.write(data)
+
+    do_GET = do_POST = do_DELETE = do_PUT = _serve

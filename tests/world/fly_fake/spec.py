@@ -1,0 +1,108 @@
+"""The Fly Machines Swagger 2.0 spec as JSON Schema validators.
+
+Swagger 2.0 schema objects are (a subset of) JSON Schema draft 4 with
+``#/definitions/...`` references: each validator gets the whole
+``definitions`` block next to its schema so those refs resolve locally.
+
+Two deliberate deviations from the spec, both stricter or truer to the wire:
+
+* **Closed objects.** Every definition with ``properties`` gets
+  ``additionalProperties: false`` (unless it says otherwise). The real API
+  (Go's encoding/json) silently drops unknown fields, which would hide a
+  misspelt or unsupported field (``containers``, ``kill_timeout``...) until
+  production; here it is a violation.
+* **``fly.Duration`` is a Go duration string** ("30s", "1m30s"). The spec
+  renders the Go type ``struct{ time.Duration }`` as an object with a
+  ``time.Duration`` enum of constants (a swag artifact); the server
+  marshals and unmarshals it as a duration string (fly-go ``StopConfig``:
+  ``swaggertype:"string" example:"10s"``; newer specs say so).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft4Validator
+
+SPEC_PATH = Path("/work/shared/specs/fly-machines-swagger.json")
+GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
+
+
+def _candidates() -> list[Path]:
+    here = Path(__file__).resolve()
+    return [SPEC_PATH, here.parents[3].parent / "shared" / "specs" / "fly-machines-swagger.json",
+            here.parents[3] / "specs" / "fly-machines-swagger.json"]
+
+
+@lru_cache(maxsize=1)
+def spec() -> dict:
+    for path in _candidates():
+        if path.exists():
+            return json.loads(path.read_text())
+    raise FileNotFoundError("fly-machines-swagger.json not found in " + ", ".join(map(str, _candidates())))
+
+
+def _close(node: Any) -> None:
+    if isinstance(node, dict):
+        if isinstance(node.get("properties"), dict) and "additionalProperties" not in node:
+            node["additionalProperties"] = False
+        for value in node.values():
+            _close(value)
+    elif isinstance(node, list):
+        for value in node:
+            _close(value)
+
+
+@lru_cache(maxsize=1)
+def definitions() -> dict:
+    defs = copy.deepcopy(spec()["definitions"])
+    defs["fly.Duration"] = {"type": "string", "pattern": GO_DURATION}
+    _close(defs)
+    return defs
+
+
+@lru_cache(maxsize=None)
+def _validator(schema_json: str) -> Draft4Validator:
+    schema = json.loads(schema_json)
+    return Draft4Validator({**schema, "definitions": definitions()})
+
+
+def errors(schema: dict, instance: Any) -> list[str]:
+    """Every way ``instance`` breaks ``schema`` (a Swagger schema object), as readable lines."""
+    validator = _validator(json.dumps(schema, sort_keys=True))
+    out = []
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        where = "/".join(str(p) for p in err.absolute_path) or "(body)"
+        out.append(f"{where}: {err.message}")
+    return out
+
+
+def operation(path_template: str, method: str) -> dict:
+    return spec()["paths"][path_template][method.lower()]
+
+
+def body_schema(op: dict) -> tuple[dict | None, bool]:
+    """The body parameter's schema of an operation and whether it is required."""
+    for param in op.get("parameters", []):
+        if param.get("in") == "body":
+            return param["schema"], bool(param.get("required"))
+    return None, False
+
+
+def query_params(op: dict) -> dict[str, dict]:
+    return {p["name"]: p for p in op.get("parameters", []) if p.get("in") == "query"}
+
+
+def response_schema(op: dict, status: int) -> dict | None:
+    """The schema the spec gives for ``status``; undeclared errors use ErrorResponse."""
+    responses = op.get("responses", {})
+    declared = responses.get(str(status))
+    if declared is not None:
+        return declared.get("schema")
+    if status >= 400:
+        return {"$ref": "#/definitions/ErrorResponse"}
+    return None
