@@ -191,7 +191,9 @@ FEATURES: tuple[Feature, ...] = (
     Feature("spec.containers[].ports[]", "supported", "containerPort/protocol (TCP or UDP)"),
     Feature("spec.containers[].resources", "supported",
             "the machine gets the sum over containers of max(request, limit); "
-            "limits are enforced for the pod as a whole, not per container"),
+            "limits are enforced for the pod as a whole, not per container; more than the backend's "
+            "largest machine (ECS Fargate: 16 vCPU / 120 GiB) is refused at admission, and a pod asking "
+            "for nothing gets the smallest (0.25 vCPU / 512 MiB), written into its requests"),
     Feature("spec.restartPolicy", "supported", "a restart is a new machine (attempt)"),
     Feature("spec.terminationGracePeriodSeconds", "supported",
             "the cloud may cap it (ECS Fargate: 120 s)"),
@@ -298,6 +300,17 @@ def _resources(path: str, c: dict) -> tuple[int, int]:
         memory_mib(req.get("memory", 0), f"{path}.resources.requests.memory"),
         memory_mib(lim.get("memory", 0), f"{path}.resources.limits.memory"),
     )
+    return cpu, mem
+
+
+def pod_size(pod: dict) -> tuple[int, int]:
+    """What the machine must hold: (millicores, MiB), the sum over containers of
+    max(request, limit), as ``machine_spec`` computes it. Raises UnsupportedPod
+    on a malformed quantity."""
+    cpu = mem = 0
+    for path, c in _containers(pod):
+        c_cpu, c_mem = _resources(path, c)
+        cpu, mem = cpu + c_cpu, mem + c_mem
     return cpu, mem
 
 

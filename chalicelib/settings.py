@@ -10,12 +10,19 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Annotated, Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 ENV_PREFIX = "LAMBDALET_"
 
 CommaList = Annotated[tuple[str, ...], NoDecode]
+
+
+# Settings that only one backend needs: required when that backend is chosen.
+REQUIRED_BY_BACKEND = {
+    "ecs": ("ecs_cluster", "ecs_subnets", "ecs_security_groups"),
+    "fly": ("fly_app", "fly_region", "fly_token_secret", "fly_claims_table"),
+}
 
 
 class SettingsError(RuntimeError):
@@ -35,30 +42,46 @@ class Settings(BaseSettings):
     node_pods: str = "1000"
 
     # Machine side
-    backend: Literal["ecs"] = "ecs"
-    ecs_cluster: str = Field(min_length=1)
-    ecs_subnets: CommaList = Field(min_length=1)
-    ecs_security_groups: CommaList = Field(min_length=1)
+    backend: Literal["ecs", "fly"] = "ecs"
+    # ECS: required when backend == "ecs" (see _backend_settings)
+    ecs_cluster: str = ""
+    ecs_subnets: CommaList = ()
+    ecs_security_groups: CommaList = ()
     ecs_assign_public_ip: bool = False
     # Needed for private ECR images and awslogs; public images run without it.
     ecs_execution_role_arn: str = ""
     ecs_task_role_arn: str = ""  # the pods' own AWS identity, if any
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
+    # Fly Machines: required when backend == "fly" (see _backend_settings)
+    fly_api_url: str = Field("https://api.machines.dev", pattern=r"^https?://")
+    fly_app: str = ""  # the Fly app the machines live in
+    fly_region: str = ""  # where machines go (a pod annotation lambdalet.io/fly-region may override)
+    fly_fallback_regions: CommaList = ()  # tried in order when a region has no capacity
+    fly_token_secret: str = ""  # Secrets Manager id/ARN of the Fly API token
+    fly_claims_table: str = ""  # DynamoDB table of create claims (partition key "pk", TTL attribute "ttl")
 
     # How long a pod may wait for its first machine to appear before we recreate
     # it (ECS lists are eventually consistent).
     create_grace_seconds: int = 60
 
-    @field_validator("node_names", "ecs_subnets", "ecs_security_groups", mode="before")
+    @field_validator("node_names", "ecs_subnets", "ecs_security_groups", "fly_fallback_regions", mode="before")
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
 
+    @model_validator(mode="after")
+    def _backend_settings(self) -> "Settings":
+        """The chosen backend's settings are required; the others' are not."""
+        missing = [ENV_PREFIX + name.upper() for name in REQUIRED_BY_BACKEND[self.backend] if not getattr(self, name)]
+        if missing:
+            raise ValueError(f"{', '.join(missing)}: required when {ENV_PREFIX}BACKEND={self.backend}")
+        return self
+
 
 def _variable(loc: tuple) -> str:
-    field = str(loc[0]) if loc else "?"
+    field = str(loc[0]) if loc else "settings"
     if field not in Settings.model_fields:  # errors name aliased fields by their alias
         return field
     alias = Settings.model_fields[field].validation_alias

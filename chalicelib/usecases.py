@@ -8,20 +8,21 @@ cloud events only make it fast (DESIGN.md, invariant 1).
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter, defaultdict
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
-from chalicelib import node as vnode
+from chalicelib import heartbeat as beats
 from chalicelib.converge import Converger
 from chalicelib.kube.client import KubeClient
 from chalicelib.kube.payloads import PodTouch, parse_batch, pod_touch
 from chalicelib import pod_status as ps
 from chalicelib.machines.contract import MachineBackend
-from chalicelib.plan import plan
+from chalicelib.plan import Create, Plan, plan
 
 log = logging.getLogger("lambdalet.usecases")
 
@@ -41,6 +42,7 @@ class World:
     backend: MachineBackend
     nodes: dict[str, dict]  # node name -> the Node object we register
     clock: Callable[[], datetime] = field(default=utcnow)
+    sleep: Callable[[float], None] = field(default=time.sleep)  # the heartbeat loop's waits
 
     def converger(self, node: str) -> Converger:
         return Converger(node, self.kube, self.backend, self.clock)
@@ -50,7 +52,10 @@ def reconcile(world: World) -> dict[str, dict]:
     """Level-triggered convergence of every node: O(pages) reads + O(changes) writes."""
     report = {}
     for name, node_obj in world.nodes.items():
-        vnode.heartbeat(world.kube, node_obj, world.clock())
+        # One beat (register, status when due, lease): the heartbeat function keeps
+        # the lease fresh every ~10 s; this one registers the node before its pods
+        # are converged and is a once-a-minute safety net if that function fails.
+        beats.beat_once(world.kube, node_obj, world.clock())
         # Machines first, then pods: a machine created in between shows up as a
         # pod without machine (create is idempotent), never as an orphan.
         machines = world.backend.list(name)
@@ -58,6 +63,16 @@ def reconcile(world: World) -> dict[str, dict]:
         done = world.converger(name).apply(plan(name, pods, machines, world.clock()))
         report[name] = {"pods": len(pods), "machines": len(machines), **done}
         log.info("reconciled %s: %s", name, report[name])
+    return report
+
+
+def heartbeat(world: World, budget: float | None = None) -> dict[str, dict]:
+    """Keep every node Ready for most of a minute: lease renewed every ~10 s, status when due.
+
+    ``budget``: seconds this invocation may still run (Lambda's remaining time).
+    """
+    report = beats.keep_alive(world.kube, world.nodes, world.clock, world.sleep, budget=budget)
+    log.info("heartbeat: %s", report)
     return report
 
 
@@ -140,6 +155,73 @@ def handle_machine_event(world: World, event: dict) -> dict:
         return {"ignored": "stale event"}
     result = plan(machine.node, [pod] if pod else [], [machine], world.clock(), scope={machine.pod.uid})
     return dict(world.converger(machine.node).apply(result))
+
+
+@dataclass
+class AdmissionResult:
+    body: dict  # the AdmissionReview to answer
+    errors: list[str] = field(default_factory=list)  # internal errors (logged; the answer allowed)
+    started: dict = field(default_factory=dict)  # the binding fast path's actions
+
+
+def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult:
+    """One AdmissionReview for the ``validate`` or ``mutate`` webhook (chalicelib/admission.py).
+
+    Raises BadPayload when the body is not an AdmissionReview v1. An internal
+    error answers allowed (and is reported), so a lambdalet bug never blocks
+    pods; a refusal is only ever the pure decision on the pod itself. A
+    ``pods/binding`` CREATE for our node starts the machine now (validate only,
+    never on dryRun): the pod is read, planned as if already bound and created.
+    Creating is idempotent on (pod UID, attempt), so a repeated or later-refused
+    binding is harmless: the reconciler stops machines whose pod never got bound
+    to us (plan.ORPHAN_GRACE).
+    """
+    from chalicelib import admission
+    from chalicelib.kube.admission_payloads import parse_review, review_response
+
+    try:
+        review = parse_review(body)
+    except ValueError as err:
+        raise BadPayload(f"expected an admission.k8s.io/v1 AdmissionReview: {_first_error(err)}") from None
+    request, result = review.request, AdmissionResult(body={})
+    sizes = admission.SIZES.get(world.backend.name)
+    try:
+        if webhook == "mutate":
+            decision = admission.mutate(request, world.nodes, world.backend.name, sizes)
+        else:
+            decision = admission.validate(request, world.nodes, sizes)
+    except Exception as err:  # noqa: BLE001 - allow rather than block on our own bug
+        log.exception("admission %s failed for %s %s/%s", webhook, request.operation, request.namespace, request.name)
+        result.errors.append(f"{webhook}: {err!r}")
+        decision = admission.Decision()
+    if decision.binding is not None and not request.dryRun:
+        try:
+            result.started = dict(_start_bound(world, decision.binding))
+        except Exception as err:  # noqa: BLE001 - the audit path and the reconciler catch up
+            log.exception("binding fast path failed for %s/%s", decision.binding.namespace, decision.binding.name)
+            result.errors.append(f"binding: {err!r}")
+    result.body = review_response(request.uid, **decision.response_fields())
+    return result
+
+
+def _start_bound(world: World, binding) -> Counter:
+    """Create the machine of a pod being bound to our node, before the binding is stored.
+
+    O(1) calls: one pod read, then the converger's create (idempotent per pod UID
+    and attempt, so no machine list is needed to avoid a duplicate).
+    """
+    pod = world.kube.get_pod(binding.namespace, binding.name)
+    if pod is None or (binding.uid and pod["metadata"]["uid"] != binding.uid):
+        return Counter(skipped=1)
+    if pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName") not in (None, "", binding.node):
+        return Counter(skipped=1)
+    bound = {**pod, "spec": {**pod["spec"], "nodeName": binding.node}}
+    uid = pod["metadata"]["uid"]
+    planned = plan(binding.node, [bound], [], world.clock(), scope={uid})
+    # Only the create: the binding may still be refused later in the chain, so
+    # the pod's status is left for the paths that see it bound (audit, reconcile).
+    creates = [replace(action, status=None) for action in planned.of(Create)]
+    return world.converger(binding.node).apply(Plan(creates))
 
 
 def _first_error(err: Exception) -> str:

@@ -8,22 +8,37 @@ from chalicelib.settings import Settings, settings
 from chalicelib.usecases import World, utcnow
 
 
-def service_account_token(secret_id: str) -> str:
-    # Powertools caches the value for max_age seconds: one Secrets Manager call
-    # per container and per rotation window, not per invocation.
+def secret(secret_id: str) -> str:
+    """A Secrets Manager secret. Powertools caches the value for max_age
+    seconds: one Secrets Manager call per container and per rotation window,
+    not per invocation."""
     from aws_lambda_powertools.utilities import parameters
 
     return parameters.get_secret(secret_id, max_age=300)
 
 
-def build_world(config: Settings) -> World:
-    from chalicelib import node as vnode
-    from chalicelib.kube.client import KubeClient, api_client
+def service_account_token(secret_id: str) -> str:
+    return secret(secret_id)
+
+
+def build_backend(config: Settings):
+    """The MachineBackend the settings choose (``LAMBDALET_BACKEND``)."""
+    if config.backend == "fly":
+        import boto3
+
+        from chalicelib.machines.claims import Claims
+        from chalicelib.machines.fly import FlyApi, FlyBackend
+
+        # The Fly token: read from Secrets Manager (cached by powertools), never logged.
+        api = FlyApi(config.fly_api_url, config.fly_app,
+                     lambda: secret(config.fly_token_secret))
+        claims = Claims(boto3.client("dynamodb", region_name=config.region), config.fly_claims_table,
+                        scope=config.fly_app)
+        return FlyBackend(api, region=config.fly_region, fallback_regions=config.fly_fallback_regions,
+                          claims=claims)
     from chalicelib.machines.ecs import EcsBackend, make_client
 
-    token = service_account_token(config.k8s_token_secret)
-    kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
-    backend = EcsBackend(
+    return EcsBackend(
         make_client(config.region),
         cluster=config.ecs_cluster,
         subnets=list(config.ecs_subnets),
@@ -32,9 +47,19 @@ def build_world(config: Settings) -> World:
         execution_role_arn=config.ecs_execution_role_arn or None,
         task_role_arn=config.ecs_task_role_arn or None,
     )
+
+
+def build_world(config: Settings) -> World:
+    from chalicelib import node as vnode
+    from chalicelib.kube.client import KubeClient, api_client
+
+    token = service_account_token(config.k8s_token_secret)
+    kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
+    backend = build_backend(config)
     capacity = {"cpu": config.node_cpu, "memory": config.node_memory, "pods": config.node_pods}
+    region = config.fly_region if config.backend == "fly" else config.region
     nodes = {
-        name: vnode.node_object(name, backend.name, config.region, capacity, utcnow())
+        name: vnode.node_object(name, backend.name, region, capacity, utcnow())
         for name in config.node_names
     }
     return World(kube=kube, backend=backend, nodes=nodes)

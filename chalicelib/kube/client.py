@@ -1,7 +1,7 @@
 """The Kubernetes side: a thin, scoped client over the official `kubernetes` library.
 
 We call the generated ``CoreV1Api``/``CoordinationV1Api`` methods with
-``_preload_content=False`` and read raw JSON: the typed models cost cold-start
+``_preload_content=False, _request_timeout=TIMEOUT`` and read raw JSON: the typed models cost cold-start
 time and memory on every Lambda scale-out (DESIGN.md, Budgets) and we read only
 a handful of fields. Every method does exactly one API call (lists: one per
 page) and maps the HTTP outcomes we act on to return values, so the core never
@@ -21,6 +21,9 @@ from kubernetes.client.exceptions import ApiException
 MERGE_PATCH = "application/merge-patch+json"
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 PAGE_SIZE = 500
+# (connect, read) seconds: a hung apiserver must not eat a webhook's or a
+# heartbeat's whole budget; the next invocation retries.
+TIMEOUT = (3, 10)
 
 
 class KubeError(RuntimeError):
@@ -84,7 +87,7 @@ class KubeClient:
             return _json(
                 self.core.patch_namespaced_pod_status(
                     meta["name"], meta["namespace"], body,
-                    _content_type=MERGE_PATCH, _preload_content=False,
+                    _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=TIMEOUT,
                 )
             )
         except ApiException as err:
@@ -97,7 +100,7 @@ class KubeClient:
         grace period 0 and a UID precondition, so a new pod of the same name is never hit."""
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         try:
-            self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False)
+            self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False, _request_timeout=TIMEOUT)
             return True
         except ApiException as err:
             if err.status in (404, 409):
@@ -108,7 +111,7 @@ class KubeClient:
     def create_event(self, namespace: str, event: dict) -> bool:
         """Create a core/v1 Event; False when one of that name exists already."""
         try:
-            self.core.create_namespaced_event(namespace, event, _preload_content=False)
+            self.core.create_namespaced_event(namespace, event, _preload_content=False, _request_timeout=TIMEOUT)
             return True
         except ApiException as err:
             if err.status == 409:
@@ -121,7 +124,7 @@ class KubeClient:
     def patch_event(self, namespace: str, name: str, patch: dict) -> None:
         try:
             self.core.patch_namespaced_event(
-                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False
+                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=TIMEOUT
             )
         except ApiException as err:
             if err.status not in (404, 409):
@@ -133,7 +136,7 @@ class KubeClient:
 
     def create_node(self, node: dict) -> dict | None:
         try:
-            return _json(self.core.create_node(node, _preload_content=False))
+            return _json(self.core.create_node(node, _preload_content=False, _request_timeout=TIMEOUT))
         except ApiException as err:
             if err.status == 409:
                 return None
@@ -149,7 +152,7 @@ class KubeClient:
 
     def create_lease(self, namespace: str, lease: dict) -> dict | None:
         try:
-            return _json(self.coordination.create_namespaced_lease(namespace, lease, _preload_content=False))
+            return _json(self.coordination.create_namespaced_lease(namespace, lease, _preload_content=False, _request_timeout=TIMEOUT))
         except ApiException as err:
             if err.status == 409:
                 return None
@@ -160,7 +163,7 @@ class KubeClient:
         try:
             return _json(
                 self.coordination.replace_namespaced_lease(
-                    lease["metadata"]["name"], namespace, lease, _preload_content=False
+                    lease["metadata"]["name"], namespace, lease, _preload_content=False, _request_timeout=TIMEOUT
                 )
             )
         except ApiException as err:
@@ -171,13 +174,13 @@ class KubeClient:
     # helpers ------------------------------------------------------------
     def _call(self, method, *args, **kwargs):
         try:
-            return method(*args, _preload_content=False, **kwargs)
+            return method(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
         except ApiException as err:
             raise KubeError(f"{method.__name__}: {err.status} {err.reason}: {err.body}") from err
 
     def _maybe(self, method, *args) -> dict | None:
         try:
-            return _json(method(*args, _preload_content=False))
+            return _json(method(*args, _preload_content=False, _request_timeout=TIMEOUT))
         except ApiException as err:
             if err.status == 404:
                 return None

@@ -2,10 +2,16 @@
 
 Starts, on loopback, the Kubernetes API simulator (with its scheduler and audit
 webhook), a moto server standing in for AWS with the Fargate data plane, and
-lambdalet's Chalice app: its HTTP route served by `chalice local`'s server (the
-simulator's audit webhook posts there), its schedule and its ECS event handler
-invoked as Lambda would. Then it applies examples/*.yaml. `kubectl --kubeconfig
+lambdalet's Chalice app: its HTTP routes served by `chalice local`'s server (the
+simulator's audit webhook and the admission webhooks of infra/k8s/webhooks.yaml
+post there), its schedule and its ECS event handler invoked as Lambda would.
+Then it applies examples/*.yaml (opted in to admission with the
+lambdalet.io/enabled label, in the labelled default namespace), and shows a pod
+admission refuses. `kubectl --kubeconfig
 <printed path> get pods -o wide` shows them; Ctrl-C stops everything.
+
+LAMBDALET_BACKEND=fly or `--backend fly`: the machines run on the local Fly
+Machines fake (tests/world/fly_fake) instead of the Fargate plane.
 
 LAMBDALET_SANDBOX_ONESHOT=1: run the example scenario, print each pod's final
 phase and exit 0 only if each reached the phase its `lambdalet.io/sandbox-expect`
@@ -24,13 +30,21 @@ from pathlib import Path
 
 import yaml
 
-from tests.world.stack import REPO, Stack
+from tests.world.kube_sim.admission import http_sink
+from tests.world.stack import OPT_IN, REPO, WEBHOOK_URL_PLACEHOLDER, Stack
 
 RUN_DIR = REPO / "sandbox-run"
 EXPECT = "lambdalet.io/sandbox-expect"
 RECONCILE_EVERY = 10.0  # seconds; Lambda's schedule is 1 min, the sandbox is impatient
+FLY_RECONCILE_EVERY = 3.0
 CLOUD_STEP_EVERY = 1.0
 ONESHOT_TIMEOUT = 120.0
+# A pod admission must refuse: it targets the virtual node and asks for the host's network.
+REFUSED = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": "refused-host-network", "labels": dict(OPT_IN)},
+           "spec": {"hostNetwork": True, "nodeSelector": {"type": "virtual-kubelet"},
+                    "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
+                    "containers": [{"name": "c", "image": "public.ecr.aws/docker/library/busybox:1.36"}]}}
 
 
 def utcnow() -> datetime:
@@ -67,26 +81,36 @@ def examples() -> list[dict]:
 
 
 class Sandbox:
-    def __init__(self):
+    def __init__(self, backend: str = "ecs"):
+        self.backend = backend  # "fly": machines on the local Fly fake instead of the Fargate plane
         self.stop_event = threading.Event()
         self.lock = threading.Lock()  # one invocation at a time, like a reserved concurrency of 1
 
     def run(self, oneshot: bool) -> int:
         moto, endpoint = start_moto()
         stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False, anonymous=True,
-                      audit={"batch_max_size": 400, "batch_max_wait": 1.0})
+                      audit={"batch_max_size": 400, "batch_max_wait": 1.0}, admission=False,
+                      backend=self.backend)
         try:
             stack.start()
             http, api_url = start_http(stack.app)
             stack.connect_audit(f"{api_url}/audit")  # the real path: HTTP from the apiserver
+            # The admission webhooks too, their placeholder URL pointing at chalice local.
+            stack.connect_admission(lambda url, body, timeout: http_sink(
+                url.replace(WEBHOOK_URL_PLACEHOLDER, api_url), body, timeout))
+            stack.core.patch_namespace("default", {"metadata": {"labels": OPT_IN}})  # the binding fast path
             stack.sim.start_scheduler(interval=0.5)
             RUN_DIR.mkdir(exist_ok=True)
             kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
             self.invoke(stack.reconcile)  # registers the virtual node
             for manifest in examples():
+                manifest["metadata"].setdefault("labels", {}).update(OPT_IN)
                 stack.create_pod(manifest)
+            self.refused = refuse_demo(stack)
             threading.Thread(target=self.eventbridge, args=(stack,), daemon=True).start()
             print(f"lambdalet sandbox: Kubernetes API {stack.sim.url}, AWS (moto) {endpoint}, /audit at {api_url}/audit")
+            if self.backend == "fly":
+                print(f"  machines: the Fly Machines fake at {stack.fly.url} (no cloud events: the reconcile reads them)")
             print(f"  kubectl --kubeconfig {kubeconfig} get pods -o wide")
             print(f"  kubectl --kubeconfig {kubeconfig} describe pod job-fails")
             sys.stdout.flush()
@@ -106,12 +130,14 @@ class Sandbox:
 
     def eventbridge(self, stack: Stack) -> None:
         """What EventBridge does in AWS: the schedule, and ECS task state changes."""
-        next_reconcile = time.monotonic() + RECONCILE_EVERY
+        # Fly sends no state-change events: statuses only move with the reconcile.
+        every = FLY_RECONCILE_EVERY if self.backend == "fly" else RECONCILE_EVERY
+        next_reconcile = time.monotonic() + every
         while not self.stop_event.wait(CLOUD_STEP_EVERY):
             self.invoke(stack.cloud_step)
             if time.monotonic() >= next_reconcile:
                 self.invoke(stack.reconcile)
-                next_reconcile = time.monotonic() + RECONCILE_EVERY
+                next_reconcile = time.monotonic() + every
 
     def forever(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
@@ -133,7 +159,8 @@ class Sandbox:
             if phases == wanted:
                 break
             time.sleep(1.0)
-        ok = phases == wanted
+        ok = phases == wanted and self.refused
+        print(f"  {REFUSED['metadata']['name']}: {'refused at creation (ok)' if self.refused else 'NOT refused'}")
         for name, phase in phases.items():
             mark = "ok" if phase == wanted[name] else f"expected {wanted[name]}"
             print(f"  {name}: {phase} ({mark})")
@@ -141,8 +168,28 @@ class Sandbox:
         return 0 if ok else 1
 
 
-def main() -> int:
-    return Sandbox().run(oneshot=os.environ.get("LAMBDALET_SANDBOX_ONESHOT") == "1")
+def refuse_demo(stack: Stack) -> bool:
+    """Create a pod lambdalet cannot run: admission refuses it with a message a user can act on."""
+    from kubernetes.client.exceptions import ApiException
+
+    try:
+        stack.create_pod(REFUSED)
+    except ApiException as err:
+        print(f"admission refused {REFUSED['metadata']['name']} ({err.status}): "
+              f"{yaml.safe_load(err.body).get('message')}")
+        return err.status == 403
+    print(f"admission did not refuse {REFUSED['metadata']['name']}", file=sys.stderr)
+    return False
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``--backend ecs|fly`` (or LAMBDALET_BACKEND) picks the machine backend."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="./dev sandbox")
+    parser.add_argument("--backend", choices=("ecs", "fly"), default=os.environ.get("LAMBDALET_BACKEND") or "ecs")
+    args = parser.parse_args(argv)
+    return Sandbox(backend=args.backend).run(oneshot=os.environ.get("LAMBDALET_SANDBOX_ONESHOT") == "1")
 
 
 if __name__ == "__main__":

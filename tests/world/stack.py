@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+import urllib.parse
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -29,9 +30,16 @@ REGION = "us-east-1"
 ACCOUNT = "123456789012"
 CLUSTER = "lambdalet"
 NODE = "lambdalet-ecs"  # the name infra/k8s/rbac.yaml grants
+WEBHOOK_URL_PLACEHOLDER = "https://LAMBDALET_API_HOST/api"  # infra/k8s/webhooks.yaml
+OPT_IN = {"lambdalet.io/enabled": "true"}  # the label that puts pods (and namespaces) in the webhooks' scope
 SA_TOKEN = "lambdalet-service-account-token"
 SA_USER = "system:serviceaccount:lambdalet:lambdalet"
 TOKEN_SECRET = "lambdalet/service-account-token"
+FLY_APP = "lambdalet"
+FLY_REGION = "iad"
+FLY_TOKEN = "fly-api-token"
+FLY_TOKEN_SECRET = "lambdalet/fly-api-token"
+FLY_CLAIMS_TABLE = "lambdalet-claims"
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml") -> list[dict]:
@@ -43,6 +51,14 @@ def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml") -> list[dict]:
         scope = {"namespaces": [doc["metadata"]["namespace"]]} if doc["kind"] == "Role" else {}
         rules += [{**rule, **scope} for rule in doc["rules"]]
     return rules
+
+
+def lambda_timeout(function: str, stage: str = "dev") -> int:
+    """The function's Lambda timeout (seconds) as .chalice/config.json deploys it."""
+    from chalice.config import Config
+
+    config = json.loads((REPO / ".chalice" / "config.json").read_text())
+    return Config(chalice_stage=stage, function_name=function, config_from_disk=config).lambda_timeout
 
 
 def aws_env(endpoint_url: str | None = None) -> dict[str, str]:
@@ -60,12 +76,17 @@ class Stack:
 
     def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
-                 anonymous: bool = False):
+                 anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
+                 admission: bool = True):
+        assert backend in ("ecs", "fly"), backend
+        self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
+        self.fly_fallback_regions = fly_fallback_regions
         self.nodes = nodes
         self.clock = clock or Clock()
         self.moto_endpoint = moto_endpoint  # None: moto in-process (mock_aws)
         self.audit_options = audit or {}
         self._connect_audit = connect_audit
+        self._connect_admission = admission  # infra/k8s/webhooks.yaml registered, its URL served by the app
         self.anonymous = anonymous  # the sandbox allows it: kubectl sends no token over plain http
         self._exit = ExitStack()
         self._saved_env: dict[str, str | None] = {}
@@ -95,21 +116,26 @@ class Stack:
         self.sim.api.allow_anonymous = self.anonymous
         self.core = CoreV1Api(self.sim.api_client())
 
-        network = make_network(boto3.client("ec2", region_name=REGION))
-        boto3.client("ecs", region_name=REGION).create_cluster(clusterName=CLUSTER)
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=TOKEN_SECRET, SecretString=SA_TOKEN)
-        self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock)
-        self._exit.callback(self.plane.close)
-
         self._setenv({
             "LAMBDALET_K8S_API_URL": self.sim.url,
             "LAMBDALET_K8S_TOKEN_SECRET": TOKEN_SECRET,
             "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
-            "LAMBDALET_ECS_CLUSTER": CLUSTER,
-            "LAMBDALET_ECS_SUBNETS": ",".join(network["subnets"]),
-            "LAMBDALET_ECS_SECURITY_GROUPS": ",".join(network["security_groups"]),
+            "LAMBDALET_BACKEND": self.backend,
             "POWERTOOLS_METRICS_DISABLED": "true",
         })
+        if self.backend == "fly":
+            self._start_fly()
+        else:
+            network = make_network(boto3.client("ec2", region_name=REGION))
+            boto3.client("ecs", region_name=REGION).create_cluster(clusterName=CLUSTER)
+            self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock)
+            self._exit.callback(self.plane.close)
+            self._setenv({
+                "LAMBDALET_ECS_CLUSTER": CLUSTER,
+                "LAMBDALET_ECS_SUBNETS": ",".join(network["subnets"]),
+                "LAMBDALET_ECS_SECURITY_GROUPS": ",".join(network["security_groups"]),
+            })
         from chalicelib import wiring
 
         import app as lambdalet
@@ -121,6 +147,34 @@ class Stack:
         self.audit_answers: list[int] = []
         if self._connect_audit:
             self.connect_audit(self.deliver_audit)
+        self.admission_answers: list[int] = []
+        self.admission_down = False  # True: the webhook URL refuses connections (a lambdalet outage)
+        if self._connect_admission:
+            self.connect_admission()
+
+    def _start_fly(self) -> None:
+        """The Fly fake on loopback, its token in Secrets Manager, the claims table in DynamoDB."""
+        from tests.world.fly_fake import FlyFake
+
+        self.fly = self._exit.enter_context(FlyFake(apps={FLY_APP}, token=FLY_TOKEN, clock=self.clock,
+                                                    default_region=FLY_REGION))
+        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=FLY_TOKEN_SECRET, SecretString=FLY_TOKEN)
+        create_claims_table(boto3.client("dynamodb", region_name=REGION), FLY_CLAIMS_TABLE)
+        self._setenv({
+            "LAMBDALET_FLY_API_URL": self.fly.url,
+            "LAMBDALET_FLY_APP": FLY_APP,
+            "LAMBDALET_FLY_REGION": FLY_REGION,
+            "LAMBDALET_FLY_FALLBACK_REGIONS": ",".join(self.fly_fallback_regions),
+            "LAMBDALET_FLY_TOKEN_SECRET": FLY_TOKEN_SECRET,
+            "LAMBDALET_FLY_CLAIMS_TABLE": FLY_CLAIMS_TABLE,
+        })
+
+    def connect_admission(self, sink=None, path: Path = REPO / "infra" / "k8s" / "webhooks.yaml") -> None:
+        """Register our webhook configurations in the simulator; their URL reaches the app's
+        routes through ``sink(url, body, timeout)`` (default: in-process, ``deliver_admission``)."""
+        for config in yaml.safe_load_all(path.read_text()):
+            self.sim.add_webhook_configuration(config)
+        self.sim.connect_webhook(WEBHOOK_URL_PLACEHOLDER, sink or self.deliver_admission)
 
     def connect_audit(self, sink) -> None:
         """Point the simulator's audit webhook at ``sink`` (a URL or a callable)."""
@@ -150,17 +204,49 @@ class Stack:
         self.audit_answers.append(response.status_code)
         return response.status_code
 
+    def deliver_admission(self, url: str, body: bytes, timeout: float) -> tuple[int, bytes]:
+        """An admission webhook's HTTP call, into the app's /admission/* routes (API Gateway stage /api)."""
+        if self.admission_down:
+            raise ConnectionRefusedError(url)
+        path = urllib.parse.urlsplit(url).path.removeprefix("/api")
+        response = self.client.http.post(path, headers={"Content-Type": "application/json"}, body=body)
+        self.admission_answers.append(response.status_code)
+        return response.status_code, response.body
+
     def reconcile(self):
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region=REGION)
         return self.client.lambda_.invoke("reconcile", event).payload
+
+    def heartbeat(self, sleep=None):
+        """One invocation of the heartbeat function (about 50 s of renewals).
+
+        Its waits go to ``sleep(seconds)``, by default advancing the simulated
+        clock; pass one that also runs controllers to interleave them."""
+        from functools import partial
+        from unittest import mock
+
+        from chalice.local import LambdaContext
+
+        from chalicelib import wiring
+
+        wiring.world().sleep = sleep or self.advance
+        event = self.client.events.generate_cw_event(
+            source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region=REGION)
+        # chalice.test gives every invocation 3 s; Lambda gives the configured timeout.
+        context = partial(LambdaContext, max_runtime_ms=lambda_timeout("heartbeat") * 1000)
+        with mock.patch("chalice.test.LambdaContext", context):
+            return self.client.lambda_.invoke("heartbeat", event).payload
 
     def machine_events(self, events: list[dict]) -> list:
         return [self.client.lambda_.invoke("on_machine_event", event).payload for event in events]
 
     # -- moving the world ----------------------------------------------------
     def cloud_step(self, deliver: bool = True) -> list[dict]:
-        """One step of every Fargate task; its state-change events go to the app."""
+        """One step of every Fargate task (or Fly machine); ECS state-change events go to the app."""
+        if self.backend == "fly":
+            self.fly.step()
+            return []  # Fly has no EventBridge: the reconcile reads the machines
         events = self.plane.step()
         if deliver:
             self.machine_events(events)
@@ -174,7 +260,8 @@ class Stack:
         """Let the world run: schedule, audit, cloud steps (and the reconcile if asked)."""
         for _ in range(rounds):
             self.sim.scheduler.run_once()
-            self.audit.flush()
+            if self._connect_audit:
+                self.audit.flush()
             self.cloud_step(deliver=deliver_events)
             if reconcile:
                 self.reconcile()
@@ -206,6 +293,13 @@ class Stack:
         found = self.core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={name}", _preload_content=False)
         return json.loads(found.data)["items"]
+
+
+def create_claims_table(dynamodb, name: str = FLY_CLAIMS_TABLE) -> None:
+    """The create-claims table as infra would make it: key ``pk``, TTL on ``ttl``."""
+    dynamodb.create_table(TableName=name, AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
+                          KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
+    dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
 
 
 def virtual_pod(name: str, *, command: list[str] | None = None, restart: str = "Always",

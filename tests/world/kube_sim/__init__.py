@@ -9,7 +9,8 @@
 Layout: api.py (verbs, routing, authn/z), resources.py (resource types and their
 strategies), pods.py (pod defaulting/validation/printing), store.py (objects,
 resourceVersions, watch log), patch.py, selectors.py, schema.py (real schemas),
-discovery.py, table.py, audit.py, scheduler.py (scheduler + node lifecycle),
+discovery.py, table.py, audit.py, admission.py (webhook configurations + calling them),
+scheduler.py, lifecycle.py (node lifecycle),
 server.py (HTTP). All time comes from the injected clock.
 """
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Callable
 
 from .api import ADMIN, Api, Request, Response
 from .audit import AuditBackend
-from .scheduler import NodeLifecycle, Scheduler
+from .lifecycle import NodeLifecycle
+from .scheduler import Scheduler
 from .server import HttpServer
 from .util import fmt_time, new_uid, real_clock
 
@@ -122,6 +124,25 @@ class KubeSim:
                          duplicate=duplicate, reorder=reorder, seed=seed)
         self.api.audit.backends.append(b)
         return b
+
+    # ---------------------------------------------------------------- admission webhooks (admission.py)
+    def add_webhook_configuration(self, config: dict) -> dict:
+        """Create a Mutating/ValidatingWebhookConfiguration through the API (as admin); returns it as stored."""
+        plural = config["kind"].lower() + "s"
+        r = self.request("POST", f"/apis/admissionregistration.k8s.io/v1/{plural}", config)
+        if r.status != 201:
+            raise ValueError(f"{config['kind']} {config['metadata'].get('name')}: {r.status} {r.body.get('message')}")
+        return r.body
+
+    def connect_webhook(self, url_prefix: str, sink) -> None:
+        """Deliver admission calls to URLs starting with ``url_prefix`` to ``sink(url, body, timeout) -> (status, body)``
+        instead of over HTTP."""
+        self.api.admission.sinks[url_prefix] = sink
+
+    @property
+    def admission_calls(self) -> list[dict]:
+        """Every admission webhook call made: {"webhook", "url", "request", "response" | "error", "ignored"}."""
+        return self.api.admission.calls
 
     @property
     def audit_policy(self) -> list[dict]:

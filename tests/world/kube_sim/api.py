@@ -20,6 +20,7 @@ from typing import Any, Iterator
 
 from . import discovery, schema, table
 from . import errors as E
+from .admission import AdmissionChain
 from .audit import AuditRecorder
 from .patch import PATCH_TYPES, SchemaWalker, apply_patch
 from .resources import RESOURCES, ResourceType, find
@@ -104,6 +105,7 @@ class Api:
         self.tokens: dict[str, dict] = {"admin-token": dict(ADMIN)}
         self.allow_anonymous = True
         self.audit = AuditRecorder(clock)
+        self.admission = AdmissionChain(self)  # dynamic admission webhooks (admission.py)
         # (username, verb, resource[/subresource]) -> count: what clients cost the apiserver
         self.calls: Counter = Counter()
         self.stopping = threading.Event()
@@ -428,6 +430,18 @@ class Api:
             meta["namespace"] = ctx.namespace
         rt.strategy.scheme_default(obj)
         ctx.request_object = deepcopy(obj)
+        dry = ctx.req.query.get("dryRun") == "All"
+        options = {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"}
+        options.update({k: ctx.req.query[k] for k in ("fieldManager", "fieldValidation") if ctx.req.query.get(k)})
+        if dry:
+            options["dryRun"] = ["All"]
+        with self.store.lock:  # built-in admission (NamespaceLifecycle, ServiceAccount, ...) first
+            if rt.namespaced and self.store.get("namespaces", "", ctx.namespace) is None:
+                raise E.not_found("namespaces", ctx.namespace)
+            rt.strategy.admit_create(obj, self)
+        # Mutating webhooks see the object before it has a uid (kube-apiserver's handler order).
+        obj = self.admission.mutate(ctx, "CREATE", obj, None, options, dry, rt.kind)
+        meta = obj["metadata"]
         with self.store.lock:
             if not meta.get("name") and meta.get("generateName"):
                 meta["name"] = meta["generateName"] + name_suffix(self.rng)
@@ -441,13 +455,16 @@ class Api:
             meta["creationTimestamp"] = fmt_time(self.now())
             if rt.strategy.has_generation:
                 meta["generation"] = 1
+            rt.strategy.admit_create(obj, self)  # idempotent; PrepareForCreate's status (qosClass) after mutation
             rt.strategy.normalize(obj)
             causes = rt.strategy.validate_create(obj)
             if causes:
                 raise E.invalid(rt.kind, ctx.name, causes, rt.group)
-            rt.strategy.admit_create(obj, self)
             stored = self._finish(rt, obj)
             self._final_validate(rt, obj, stored)
+        # Validating webhooks see the object with its uid, as stored (createValidation).
+        self.admission.validate(ctx, "CREATE", self.view(rt, stored), None, options, dry, rt.kind)
+        with self.store.lock:
             if self.store.get(rt.store_key, ctx.namespace, ctx.name) is not None:
                 raise E.already_exists(rt.plural, ctx.name, rt.group)
             if ctx.req.query.get("dryRun") == "All":
@@ -551,6 +568,14 @@ class Api:
         target = body.get("target") or {}
         if not target.get("name"):
             raise E.invalid("Binding", name, [E.cause_required("target.name")])
+        # Admission of the Binding (pods/binding CREATE) before the pod is read and assigned.
+        dry = ctx.req.query.get("dryRun") == "All"
+        options = {"kind": "CreateOptions", "apiVersion": "meta.k8s.io/v1"} | ({"dryRun": ["All"]} if dry else {})
+        review_obj = {"kind": "Binding", "apiVersion": "v1",
+                      "metadata": {"name": name, "namespace": ctx.namespace, **bmeta}, "target": target}
+        review_obj = self.admission.mutate(ctx, "CREATE", review_obj, None, options, dry, "Binding")
+        self.admission.validate(ctx, "CREATE", review_obj, None, options, dry, "Binding")
+        target = review_obj.get("target") or target
         with self.store.lock:
             pod = self.store.get("pods", ctx.namespace, name)
             if pod is None:
@@ -564,6 +589,8 @@ class Api:
             if pod["spec"].get("nodeName"):
                 raise E.conflict("pods/binding", name,
                                  msg=f'pod {name} is already assigned to node "{pod["spec"]["nodeName"]}"')
+            if dry:
+                return Response(201, E.success_status(201))
             pod["spec"]["nodeName"] = target["name"]
             conds = [c for c in pod["status"].get("conditions") or [] if c.get("type") != "PodScheduled"]
             conds.append({"type": "PodScheduled", "status": "True", "lastProbeTime": None,
@@ -596,6 +623,13 @@ class Api:
     def delete(self, ctx: Ctx) -> Response:
         rt = ctx.rt
         opts = self._delete_options(ctx)
+        if not getattr(ctx, "in_collection", False):  # deletecollection runs under the store lock: no webhooks
+            old = self.view(rt, self._get_stored(rt, ctx.namespace, ctx.name))
+            options = {"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"} | {
+                k: v for k, v in opts.items() if k not in ("kind", "apiVersion")}
+            dry = "All" in (opts.get("dryRun") or [])
+            self.admission.mutate(ctx, "DELETE", None, old, options, dry, rt.kind)
+            self.admission.validate(ctx, "DELETE", None, old, options, dry, rt.kind)
         with self.store.lock:
             stored = self._get_stored(rt, ctx.namespace, ctx.name)
             m = stored["metadata"]
@@ -674,6 +708,7 @@ class Api:
                     continue
                 sub = Ctx(ctx.req, ctx.user, "delete", rt, o["metadata"].get("namespace", ""), o["metadata"]["name"])
                 sub.req = Request("DELETE", ctx.req.path, {}, ctx.req.headers, json.dumps(opts).encode())
+                sub.in_collection = True
                 self.delete(sub)
                 deleted.append(self.view(rt, o, with_kind=False))
         return Response(200, {"kind": rt.kind + "List", "apiVersion": rt.api_version,
