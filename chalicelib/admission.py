@@ -32,7 +32,7 @@ from typing import Any
 
 from chalicelib import pod_spec
 from chalicelib.kube.admission_payloads import AdmissionRequest
-from chalicelib.machines import fargate_sizes
+from chalicelib.machines.contract import MachineSizes as Sizes
 
 PROVIDER_TAINT = "virtual-kubelet.io/provider"
 BACKEND_ANNOTATION = "lambdalet.io/backend"
@@ -41,26 +41,6 @@ DEFAULTED_ANNOTATION = "lambdalet.io/defaulted-requests"
 VIRTUAL_LABELS = ("type", "lambdalet.io/backend", "kubernetes.io/hostname")
 
 
-@dataclass(frozen=True)
-class Sizes:
-    """The machine sizes of a backend, as admission needs them (Kubernetes units)."""
-
-    label: str  # for users: "ECS Fargate"
-    smallest_cpu: str  # a Kubernetes quantity: what a pod asking for nothing gets
-    smallest_memory: str
-    largest_cpu_millis: int
-    largest_memory_mib: int
-
-
-FARGATE = Sizes(
-    label="ECS Fargate",
-    smallest_cpu=f"{min(fargate_sizes.FARGATE_SIZES) * 1000 // 1024}m",  # 256 CPU units = 250m
-    smallest_memory=f"{min(fargate_sizes.FARGATE_SIZES[min(fargate_sizes.FARGATE_SIZES)])}Mi",
-    largest_cpu_millis=fargate_sizes.LARGEST_CPU_UNITS * 1000 // 1024,
-    largest_memory_mib=fargate_sizes.LARGEST_MEMORY_MIB,
-)
-#: backend name (``MachineBackend.name``) -> its sizes; a backend without an entry has no size check.
-SIZES: dict[str, Sizes] = {"ecs": FARGATE}
 
 
 @dataclass
@@ -223,6 +203,11 @@ def _size_problem(pod: dict, sizes: Sizes | None) -> tuple[str, str] | None:
     if sizes is None:
         return None
     cpu, mem = pod_spec.pod_size(pod)
+    count = len((pod.get("spec") or {}).get("containers") or [])
+    if count > sizes.max_containers:
+        return ("spec.containers",
+                f"the pod has {count} containers; {sizes.label} runs at most "
+                f"{sizes.max_containers} per machine: split the pod or run it on another node")
     if cpu <= sizes.largest_cpu_millis and mem <= sizes.largest_memory_mib:
         return None
     return ("spec.containers[].resources",

@@ -184,12 +184,11 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
     except ValueError as err:
         raise BadPayload(f"expected an admission.k8s.io/v1 AdmissionReview: {_first_error(err)}") from None
     request, result = review.request, AdmissionResult(body={})
-    sizes = admission.SIZES.get(world.backend.name)
     try:
         if webhook == "mutate":
-            decision = admission.mutate(request, world.nodes, world.backend.name, sizes)
+            decision = admission.mutate(request, world.nodes, world.backend.name, world.backend.sizes)
         else:
-            decision = admission.validate(request, world.nodes, sizes)
+            decision = admission.validate(request, world.nodes, world.backend.sizes)
     except Exception as err:  # noqa: BLE001 - allow rather than block on our own bug
         log.exception("admission %s failed for %s %s/%s", webhook, request.operation, request.namespace, request.name)
         result.errors.append(f"{webhook}: {err!r}")

@@ -13,6 +13,7 @@ import pytest
 
 from chalicelib import admission as A
 from chalicelib.kube.admission_payloads import AdmissionRequest, parse_review, review_response
+from chalicelib.machines.fargate_sizes import SIZES as FARGATE
 from chalicelib.machines.fargate_sizes import fit
 from chalicelib.node import node_object
 from chalicelib.pod_spec import pod_size
@@ -36,11 +37,11 @@ def create(mutate=None) -> AdmissionRequest:
 
 
 def validate(req: AdmissionRequest) -> A.Decision:
-    return A.validate(req, NODES, A.FARGATE)
+    return A.validate(req, NODES, FARGATE)
 
 
 def mutate(req: AdmissionRequest) -> A.Decision:
-    return A.mutate(req, NODES, "test", A.FARGATE)
+    return A.mutate(req, NODES, "test", FARGATE)
 
 
 def spec(pod):
@@ -265,7 +266,7 @@ def test_mutation_is_idempotent_under_reinvocation():
 
 def test_fargate_sizes_come_from_the_fargate_table():
     assert fit(250, 512) == (256, 512)  # the smallest size is exactly what the defaults ask
-    assert (A.FARGATE.largest_cpu_millis, A.FARGATE.largest_memory_mib) == (16000, 120 * 1024)
+    assert (FARGATE.largest_cpu_millis, FARGATE.largest_memory_mib) == (16000, 120 * 1024)
     assert "16 vCPU / 120 GiB" in next(f.note for f in A.pod_spec.FEATURES if f.field == "spec.containers[].resources")
 
 
@@ -277,3 +278,16 @@ def test_response_carries_the_patch_base64_with_its_type():
     assert json.loads(base64.b64decode(response["patch"]))[0]["path"] == "/metadata/annotations"
     assert "status" not in response
     assert "patch" not in review_response("u-3", allowed=True)["response"]
+
+
+def test_a_backend_that_runs_one_container_refuses_two_at_admission():
+    from chalicelib.machines.fly_guest import SIZES as FLY
+
+    pod = {"metadata": {"name": "two"}, "spec": {"containers": [
+        {"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}}
+    found = A.problems(pod, FLY)
+    assert [field for field, _ in found] == ["spec.containers"]
+    assert "Fly Machines runs at most 1 per machine" in found[0][1]
+    assert A.problems(pod, FARGATE) == []
+    assert (FLY.smallest_cpu, FLY.smallest_memory) == ("62m", "256Mi")
+    assert (FLY.largest_cpu_millis, FLY.largest_memory_mib) == (16000, 131072)

@@ -13,6 +13,7 @@ from chalice.test import Client
 
 from chalicelib import wiring
 from chalicelib.machines.contract import Machine, MachinePhase, MachineSpec, TransientMachineError
+from chalicelib.machines.fargate_sizes import SIZES as FARGATE
 from chalicelib.node import node_object
 from chalicelib.usecases import World
 from tests.samples import REPO, sample
@@ -40,6 +41,7 @@ class RecordingKube:
 
 class RecordingBackend:
     name = "ecs"
+    sizes = FARGATE
 
     def __init__(self, fail: Exception | None = None):
         self.created: list[MachineSpec] = []

@@ -71,6 +71,20 @@ class MachineSpec(BaseModel):
     termination_grace_seconds: int = 30
 
 
+class MachineSizes(BaseModel):
+    """What a backend can run, in Kubernetes units: admission refuses and
+    defaults from it before anything reaches the cloud."""
+
+    model_config = ConfigDict(frozen=True)
+
+    label: str  # for users: "ECS Fargate"
+    smallest_cpu: str  # Kubernetes quantities: what a pod asking for nothing gets
+    smallest_memory: str
+    largest_cpu_millis: int
+    largest_memory_mib: int
+    max_containers: int
+
+
 class MachinePhase(str, enum.Enum):
     PENDING = "pending"  # accepted by the cloud, not running yet (provisioning, pulling)
     RUNNING = "running"
@@ -142,6 +156,7 @@ class MachineBackend(Protocol):
     """
 
     name: str  # short provider name: "ecs", "fly"; used in labels and taints
+    sizes: MachineSizes  # the smallest and largest machine, and how many containers fit
 
     def create(self, spec: MachineSpec) -> Machine:
         """Start the machine for ``(spec.pod.uid, spec.attempt)``.

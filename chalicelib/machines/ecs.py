@@ -62,7 +62,7 @@ from .contract import (
     StopCause,
     TransientMachineError,
 )
-from .fargate_sizes import fit
+from .fargate_sizes import SIZES, fit
 
 # --------------------------------------------------------------------------
 # Names
@@ -565,6 +565,7 @@ class EcsBackend:
         self.security_groups = list(security_groups)
         self.assign_public_ip = assign_public_ip
         self.name = name
+        self.sizes = SIZES
         self.execution_role_arn = execution_role_arn
         self.task_role_arn = task_role_arn
         self._families: dict[str, str] = {}  # family -> task definition ARN (warm cache)

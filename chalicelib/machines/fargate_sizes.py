@@ -67,3 +67,20 @@ def fit(cpu_millis: int, memory_mib: int) -> tuple[int, int]:
         f"the largest Fargate task is {_vcpu(LARGEST_CPU_UNITS / 1024)} / "
         f"{_mem(LARGEST_MEMORY_MIB)}"
     )
+
+
+def _admission_sizes():
+    from .contract import MachineSizes
+
+    smallest = min(FARGATE_SIZES)
+    return MachineSizes(
+        label="ECS Fargate",
+        smallest_cpu=f"{smallest * 1000 // 1024}m",  # 256 CPU units = 250m
+        smallest_memory=f"{min(FARGATE_SIZES[smallest])}Mi",
+        largest_cpu_millis=LARGEST_CPU_UNITS * 1000 // 1024,
+        largest_memory_mib=LARGEST_MEMORY_MIB,
+        max_containers=10,  # containerDefinitions per task definition
+    )
+
+
+SIZES = _admission_sizes()

@@ -97,7 +97,7 @@ from .contract import (
     StopCause,
     TransientMachineError,
 )
-from .fly_guest import fit
+from .fly_guest import SIZES, fit
 
 DEFAULT_API_URL = "https://api.machines.dev"
 REGION_ANNOTATION = "lambdalet.io/fly-region"
@@ -612,6 +612,7 @@ class FlyBackend:
         self.fallback_regions = [r for r in fallback_regions if r and r != region]
         self.claims = claims
         self.name = name
+        self.sizes = SIZES
 
     # -- helpers ---------------------------------------------------------
 

@@ -45,7 +45,7 @@ PRESETS: tuple[Preset, ...] = tuple(
        for n in (1, 2, 4, 6, 8, 10, 12, 14, 16)]
 )
 
-SMALLEST, LARGEST = PRESETS[0], PRESETS[-1]  # for admission: what a pod asking for nothing gets / the ceiling
+SMALLEST, LARGEST = PRESETS[0], PRESETS[-1]  # what a pod asking for nothing gets / the ceiling
 
 
 @dataclass(frozen=True)
@@ -75,3 +75,19 @@ def fit(cpu_millis: int, memory_mib: int) -> Guest:
         f"the pod asks for {cpu_millis}m CPU and {memory_mib}Mi memory; the largest Fly Machine "
         f"({biggest.name}) has {biggest.cpus} CPUs and {biggest.max_memory_mb} MB"
     )
+
+
+def _admission_sizes():
+    from .contract import MachineSizes
+
+    return MachineSizes(
+        label="Fly Machines",
+        smallest_cpu=f"{math.floor(SMALLEST.guaranteed_millis)}m",
+        smallest_memory=f"{SMALLEST.min_memory_mb}Mi",
+        largest_cpu_millis=int(LARGEST.guaranteed_millis),
+        largest_memory_mib=LARGEST.max_memory_mb,
+        max_containers=1,  # this API version has no multi-container machines
+    )
+
+
+SIZES = _admission_sizes()
