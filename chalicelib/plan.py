@@ -97,10 +97,13 @@ def plan(
     now: datetime,
     *,
     scope: set[str] | None = None,
+    reap_stopped: bool = False,
 ) -> Plan:
     """Everything that converges ``node``. With ``scope`` (pod UIDs), only those
     pods and their machines are considered: a fast path must not judge machines
-    whose pods it did not read."""
+    whose pods it did not read. ``reap_stopped``: the backend keeps stopped
+    machines until deleted (Fly), so delete those nobody needs any more (no pod,
+    duplicates, attempts older than the previous one)."""
     result = Plan()
     by_uid: dict[str, list[Machine]] = defaultdict(list)
     for machine in machines:
@@ -112,19 +115,20 @@ def plan(
         if (pod.get("spec") or {}).get("nodeName") != node:
             continue  # not ours (any more): its machines are orphans
         seen.add(uid)
-        plan_pod(result, node, pod, sorted(by_uid.get(uid, []), key=_oldest_first), now)
+        plan_pod(result, node, pod, sorted(by_uid.get(uid, []), key=_oldest_first), now, reap_stopped)
     for uid, orphans in by_uid.items():
         if uid in seen:
             continue
         for machine in orphans:
-            if machine.phase in (MachinePhase.STOPPED, MachinePhase.STOPPING):
+            if machine.phase == MachinePhase.STOPPING or (machine.phase == MachinePhase.STOPPED and not reap_stopped):
                 continue
             if now - machine.created_at >= ORPHAN_GRACE:
                 result.add(Stop(machine, 0, "lambdalet: no pod bound to this node owns this machine"))
     return result
 
 
-def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: datetime) -> None:
+def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: datetime,
+             reap_stopped: bool = False) -> None:
     """Converge one pod with its machines (oldest first)."""
     meta, spec = pod["metadata"], pod["spec"]
     phase = (pod.get("status") or {}).get("phase", "Pending")
@@ -151,13 +155,17 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
     by_attempt: dict[int, Machine] = {}
     for machine in machines:
         if machine.attempt in by_attempt:
-            if machine.phase not in (MachinePhase.STOPPED, MachinePhase.STOPPING):
+            if machine.phase != MachinePhase.STOPPING and (machine.phase != MachinePhase.STOPPED or reap_stopped):
                 result.add(Stop(machine, 0, "lambdalet: duplicate machine for this pod"))
             continue
         by_attempt[machine.attempt] = machine
 
     attempt = max([ps.restart_count(pod), *by_attempt.keys()])
     current, previous = by_attempt.get(attempt), by_attempt.get(attempt - 1)
+    if reap_stopped:  # the current and the previous attempt tell the pod's status; older ones go
+        for old, machine in by_attempt.items():
+            if old < attempt - 1 and machine.phase == MachinePhase.STOPPED:
+                result.add(Stop(machine, 0, "lambdalet: machine of an earlier restart"))
 
     if current is None:
         if ps.seen_started(pod, attempt):

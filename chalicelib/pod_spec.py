@@ -349,4 +349,6 @@ def machine_spec(pod: dict, node: str, attempt: int) -> MachineSpec:
         memory_mib=mem,
         restart_policy=spec.get("restartPolicy") or "Always",
         termination_grace_seconds=30 if grace is None else max(0, int(grace)),
+        annotations=tuple(sorted(
+            (k, str(v)) for k, v in (meta.get("annotations") or {}).items() if k.startswith("lambdalet.io/"))),
     )

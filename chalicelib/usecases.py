@@ -60,7 +60,7 @@ def reconcile(world: World) -> dict[str, dict]:
         # pod without machine (create is idempotent), never as an orphan.
         machines = world.backend.list(name)
         pods = list(world.kube.list_node_pods(name))
-        done = world.converger(name).apply(plan(name, pods, machines, world.clock()))
+        done = world.converger(name).apply(plan(name, pods, machines, world.clock(), reap_stopped=world.backend.keeps_stopped))
         report[name] = {"pods": len(pods), "machines": len(machines), **done}
         log.info("reconciled %s: %s", name, report[name])
     return report
@@ -133,7 +133,8 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
         mine = [p for p in pods if p["spec"].get("nodeName") == name]
         report.pods += len(mine)
         machines = world.backend.list(name)
-        done.update(world.converger(name).apply(plan(name, mine, machines, world.clock(), scope=scope)))
+        done.update(world.converger(name).apply(plan(name, mine, machines, world.clock(), scope=scope,
+                                                        reap_stopped=world.backend.keeps_stopped)))
     return done
 
 

@@ -42,6 +42,7 @@ class RecordingKube:
 class RecordingBackend:
     name = "ecs"
     sizes = FARGATE
+    keeps_stopped = False
 
     def __init__(self, fail: Exception | None = None):
         self.created: list[MachineSpec] = []

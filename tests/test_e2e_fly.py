@@ -131,6 +131,10 @@ def test_deleted_pod_stops_its_machine_and_is_finalized(stack):
     [exit_event] = [e for e in machine["events"] if e["type"] == "exit"]
     assert machine["state"] == "stopped" and exit_event["request"]["exit_event"]["requested_stop"]
     assert any(e["reason"] == "Killing" for e in stack.events_of("web"))
+    # Fly keeps stopped machines (and bills their disk): once nobody needs it, it is destroyed
+    stack.advance(60)
+    stack.settle(rounds=3, reconcile=True)
+    assert machines(stack) == []
 
 
 def test_reconcile_alone_converges_when_every_audit_delivery_is_dropped():

@@ -253,3 +253,19 @@ def test_lifecycle_events_tell_the_story():
     assert reasons(failed) == [("Warning", "Exited", "Container app exited with code 3 (Error)")]
     gone = p.plan(NODE, [pod(deleting=True)], [], T0)
     assert [r for _, r, _ in reasons(gone)] == ["Finalized"]
+
+
+def test_stopped_machines_nobody_needs_are_reaped_where_the_backend_keeps_them():
+    gone = pod()
+    stopped_orphan = machine(gone, MachinePhase.STOPPED, codes=[0], cause=StopCause.EXITED, created=T0)
+    later = T0 + p.ORPHAN_GRACE
+    assert p.plan(NODE, [], [stopped_orphan], later).actions == []  # ECS forgets it by itself
+    assert only(p.plan(NODE, [], [stopped_orphan], later, reap_stopped=True), p.Stop).machine.id == stopped_orphan.id
+
+    looping = pod()
+    old = [machine(looping, MachinePhase.STOPPED, codes=[1], cause=StopCause.EXITED, attempt=n,
+                   created=T0 + timedelta(minutes=n)) for n in range(3)]
+    current = machine(looping, attempt=3, created=T0 + timedelta(minutes=3))
+    reaped = p.plan(NODE, [looping], [*old, current], T0 + timedelta(minutes=4), reap_stopped=True).of(p.Stop)
+    assert [s.machine.attempt for s in reaped] == [0, 1]  # attempt 2 still gives lastState
+    assert p.plan(NODE, [looping], [*old, current], T0 + timedelta(minutes=4)).of(p.Stop) == []

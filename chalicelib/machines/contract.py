@@ -69,6 +69,9 @@ class MachineSpec(BaseModel):
     memory_mib: int = 0
     restart_policy: RestartPolicy = "Always"
     termination_grace_seconds: int = 30
+    # The pod's own lambdalet.io/* annotations: per-pod choices a backend may honour
+    # (e.g. lambdalet.io/fly-region). Never part of what a machine runs.
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 class MachineSizes(BaseModel):
@@ -157,6 +160,9 @@ class MachineBackend(Protocol):
 
     name: str  # short provider name: "ecs", "fly"; used in labels and taints
     sizes: MachineSizes  # the smallest and largest machine, and how many containers fit
+    # True when stopped machines stay (and cost) until deleted (Fly); False when
+    # the cloud forgets them by itself (ECS, after about an hour).
+    keeps_stopped: bool
 
     def create(self, spec: MachineSpec) -> Machine:
         """Start the machine for ``(spec.pod.uid, spec.attempt)``.

@@ -566,6 +566,7 @@ class EcsBackend:
         self.assign_public_ip = assign_public_ip
         self.name = name
         self.sizes = SIZES
+        self.keeps_stopped = False
         self.execution_role_arn = execution_role_arn
         self.task_role_arn = task_role_arn
         self._families: dict[str, str] = {}  # family -> task definition ARN (warm cache)

@@ -154,9 +154,8 @@ def metadata(spec: MachineSpec) -> dict[str, str]:
 
 
 def region_override(spec: MachineSpec) -> str | None:
-    """The pod's ``lambdalet.io/fly-region`` annotation, where the spec carries
-    the pod's annotations (``MachineSpec.annotations``, a tuple of pairs)."""
-    for key, value in getattr(spec, "annotations", None) or ():
+    """The pod's ``lambdalet.io/fly-region`` annotation, if any."""
+    for key, value in spec.annotations:
         if key == REGION_ANNOTATION and str(value).strip():
             return str(value).strip()
     return None
@@ -613,6 +612,7 @@ class FlyBackend:
         self.claims = claims
         self.name = name
         self.sizes = SIZES
+        self.keeps_stopped = True
 
     # -- helpers ---------------------------------------------------------
 
