@@ -43,7 +43,7 @@ class Converger:
         except TransientMachineError as err:
             message = f"{err}; lambdalet retries on its next pass"
             status = ps.running_status(pod, None, now, restart_count=action.spec.attempt,
-                                       waiting=("ProviderBackOff", message))
+                                       previous=action.previous, waiting=("ProviderBackOff", message))
             self._patch(pod, status)
             self._event(pod, "Warning", "FailedCreateMachine", str(err))
             return

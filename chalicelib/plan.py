@@ -18,9 +18,11 @@ from chalicelib import pod_status as ps
 from chalicelib.machines.contract import Machine, MachinePhase, MachineSpec, StopCause
 from chalicelib.pod_spec import UnsupportedPod, machine_spec
 
-# Kubelet's crash-loop back-off: 10 s doubling per restart, capped at 5 min.
+# Kubelet's crash-loop back-off: 10 s doubling per restart, capped at 5 min,
+# forgotten once a run lasted 10 min.
 BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(minutes=5)
+BACKOFF_RESET = timedelta(minutes=10)
 # A machine without a pod bound to us is left alone this long: a fast path may
 # have created it for a pod whose binding we have not listed yet.
 ORPHAN_GRACE = timedelta(seconds=60)
@@ -31,6 +33,7 @@ class Create:
     pod: dict
     spec: MachineSpec
     status: dict | None  # what the pod shows once the create call succeeded; None: leave it
+    previous: Machine | None = None  # the attempt before, for lastState should the create fail
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,7 @@ Action = Create | Stop | PatchStatus | Finalize | Emit
 @dataclass
 class Plan:
     actions: list[Action] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)  # pods the planner could not judge (a bug or odd data)
 
     def add(self, *actions: Action) -> None:
         self.actions.extend(actions)
@@ -76,6 +80,12 @@ class Plan:
 
 def backoff(attempt: int) -> timedelta:
     return min(BACKOFF_BASE * (2**attempt), BACKOFF_CAP)
+
+
+def restart_delay(machine: Machine) -> timedelta:
+    """How long to wait before restarting after ``machine`` exited."""
+    ran = (machine.stopped_at - machine.started_at) if machine.stopped_at and machine.started_at else timedelta(0)
+    return backoff(0) if ran >= BACKOFF_RESET else backoff(machine.attempt)
 
 
 def wants_restart(policy: str, exit_codes: list[int]) -> bool:
@@ -115,7 +125,13 @@ def plan(
         if (pod.get("spec") or {}).get("nodeName") != node:
             continue  # not ours (any more): its machines are orphans
         seen.add(uid)
-        plan_pod(result, node, pod, sorted(by_uid.get(uid, []), key=_oldest_first), now, reap_stopped)
+        mark = len(result.actions)
+        try:
+            plan_pod(result, node, pod, sorted(by_uid.get(uid, []), key=_oldest_first), now, reap_stopped)
+        except Exception as err:  # noqa: BLE001 - one odd pod must not stop its node's convergence
+            del result.actions[mark:]
+            meta = pod["metadata"]
+            result.errors.append(f"{meta.get('namespace')}/{meta.get('name')}: {type(err).__name__}: {err}")
     for uid, orphans in by_uid.items():
         if uid in seen:
             continue
@@ -208,10 +224,10 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
         return
 
     stopped_at = current.stopped_at or current.created_at
-    wait = stopped_at + backoff(attempt) - now
-    if wait > timedelta(0):
+    delay = restart_delay(current)
+    if stopped_at + delay > now:
         names = ",".join(r.name for r in current.containers if r.exit_code) or "containers"
-        message = f"back-off {int(backoff(attempt).total_seconds())}s restarting failed container {names}"
+        message = f"back-off {int(delay.total_seconds())}s restarting failed container {names}"
         # As kubelet shows a crash loop: waiting now, the exit just seen as lastState.
         status = ps.running_status(pod, current, now, restart_count=attempt, previous=current,
                                    waiting=("CrashLoopBackOff", message))
@@ -240,7 +256,7 @@ def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine 
         result.add(PatchStatus(pod, status), Emit(pod, "Warning", "ProviderCreateFailed", message))
         return False
     status = ps.running_status(pod, None, now, restart_count=attempt, previous=previous)
-    result.add(Create(pod, spec, status))
+    result.add(Create(pod, spec, status, previous))
     return True
 
 

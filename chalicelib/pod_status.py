@@ -50,6 +50,9 @@ def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datet
         if reason:
             condition["reason"] = reason
         out.append(condition)
+    # Conditions others own (DisruptionTarget, readiness gates) go through untouched:
+    # the merge patch replaces the whole list.
+    out += [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") not in CONDITION_TYPES]
     return out
 
 
@@ -244,16 +247,28 @@ def restart_count(pod: dict) -> int:
     return max((s.get("restartCount", 0) for s in (pod.get("status") or {}).get("containerStatuses") or []), default=0)
 
 
+_PHASE_RANK = {MachinePhase.PENDING: 0, MachinePhase.RUNNING: 1, MachinePhase.STOPPING: 1, MachinePhase.STOPPED: 2}
+
+
+def _shown_rank(state: dict) -> int:
+    """How far along the pod already shows a container: waiting 0, running 1, exited 2."""
+    if "terminated" in state or (state.get("waiting") or {}).get("reason") == "CrashLoopBackOff":
+        return 2
+    return 1 if "running" in state else 0
+
+
 def is_stale(pod: dict, machine: Machine) -> bool:
-    """Does the pod already show a later point of the machine's life than ``machine``?"""
-    if machine.attempt < restart_count(pod):
-        return True
-    if machine.phase == MachinePhase.STOPPED or machine.attempt > restart_count(pod):
-        return False
+    """Does the pod already show a later point of the machine's life than ``machine``?
+
+    Events arrive late and out of order: news about an earlier attempt, or of
+    an earlier state of this attempt, must not roll the pod back.
+    """
+    attempt = restart_count(pod)
+    if machine.attempt != attempt:
+        return machine.attempt < attempt
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    return any("terminated" in (s.get("state") or {})
-               or ((s.get("state") or {}).get("waiting") or {}).get("reason") == "CrashLoopBackOff"
-               for s in statuses)
+    shown = max((_shown_rank(s.get("state") or {}) for s in statuses), default=0)
+    return _PHASE_RANK[machine.phase] < shown
 
 
 def seen_started(pod: dict, attempt: int) -> bool:

@@ -22,7 +22,7 @@ from chalicelib.kube.client import KubeClient
 from chalicelib.kube.payloads import PodTouch, parse_batch, pod_touch
 from chalicelib import pod_status as ps
 from chalicelib.machines.contract import MachineBackend
-from chalicelib.plan import Create, Plan, plan
+from chalicelib.plan import Create, Finalize, Plan, plan
 
 log = logging.getLogger("lambdalet.usecases")
 
@@ -49,21 +49,40 @@ class World:
 
 
 def reconcile(world: World) -> dict[str, dict]:
-    """Level-triggered convergence of every node: O(pages) reads + O(changes) writes."""
+    """Level-triggered convergence of every node: O(pages) reads + O(changes) writes.
+
+    Nodes are independent: one whose cloud or API calls fail is reported and the
+    others still converge; the next run (a minute later) retries it.
+    """
     report = {}
     for name, node_obj in world.nodes.items():
-        # One beat (register, status when due, lease): the heartbeat function keeps
-        # the lease fresh every ~10 s; this one registers the node before its pods
-        # are converged and is a once-a-minute safety net if that function fails.
-        beats.beat_once(world.kube, node_obj, world.clock())
-        # Machines first, then pods: a machine created in between shows up as a
-        # pod without machine (create is idempotent), never as an orphan.
-        machines = world.backend.list(name)
-        pods = list(world.kube.list_node_pods(name))
-        done = world.converger(name).apply(plan(name, pods, machines, world.clock(), reap_stopped=world.backend.keeps_stopped))
-        report[name] = {"pods": len(pods), "machines": len(machines), **done}
+        try:
+            report[name] = _reconcile_node(world, name, node_obj)
+        except Exception as err:  # noqa: BLE001 - one node's trouble must not starve the others
+            log.exception("reconcile of %s failed", name)
+            report[name] = {"error": f"{type(err).__name__}: {err}"}
         log.info("reconciled %s: %s", name, report[name])
     return report
+
+
+def _reconcile_node(world: World, name: str, node_obj: dict) -> dict:
+    # One beat (register, status when due, lease): the heartbeat function keeps
+    # the lease fresh every ~10 s; this one registers the node before its pods
+    # are converged and is a once-a-minute safety net if that function fails.
+    beats.beat_once(world.kube, node_obj, world.clock())
+    # Machines first, then pods: a machine created in between shows up as a
+    # pod without machine (create is idempotent), never as an orphan.
+    machines = world.backend.list(name)
+    pods = list(world.kube.list_node_pods(name))
+    result = plan(name, pods, machines, world.clock(), reap_stopped=world.backend.keeps_stopped)
+    _log_plan_errors(result)
+    done = world.converger(name).apply(result)
+    return {"pods": len(pods), "machines": len(machines), **done, **({"skipped": len(result.errors)} if result.errors else {})}
+
+
+def _log_plan_errors(result: Plan) -> None:
+    for error in result.errors:
+        log.error("pod skipped by the planner: %s", error)
 
 
 def heartbeat(world: World, budget: float | None = None) -> dict[str, dict]:
@@ -104,7 +123,12 @@ def handle_audit(world: World, body: bytes) -> AuditReport:
         log.warning("malformed audit event skipped: %s", problem)
     touched: dict[str, dict[tuple[str, str], PodTouch]] = defaultdict(dict)
     for event in events:
-        touch = pod_touch(event)
+        try:
+            touch = pod_touch(event)
+        except (ValidationError, TypeError, AttributeError) as err:  # e.g. a Binding whose target is no object
+            report.malformed.append(f"auditID {event.auditID}: {err}")
+            log.warning("malformed audit event skipped: %s", report.malformed[-1])
+            continue
         if touch is not None and (touch.node in world.nodes or touch.node is None):
             touched[touch.node or ""][(touch.namespace, touch.name)] = touch
     for node, touches in touched.items():
@@ -119,7 +143,12 @@ def handle_audit(world: World, body: bytes) -> AuditReport:
 def _converge_touched(world: World, node: str, touches: list[PodTouch], report: AuditReport) -> Counter:
     pods, scope = [], set()
     for touch in touches:
-        pod = world.kube.get_pod(touch.namespace, touch.name)
+        try:
+            pod = world.kube.get_pod(touch.namespace, touch.name)
+        except Exception as err:  # noqa: BLE001 - unread pods stay out of scope: the reconciler has them
+            log.warning("audit fast path could not read %s/%s: %s", touch.namespace, touch.name, err)
+            report.deferred.append(f"{touch.namespace}/{touch.name}: {err}")
+            continue
         if touch.uid:
             scope.add(touch.uid)
         if pod is None or (touch.uid and pod["metadata"]["uid"] != touch.uid):
@@ -133,8 +162,9 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
         mine = [p for p in pods if p["spec"].get("nodeName") == name]
         report.pods += len(mine)
         machines = world.backend.list(name)
-        done.update(world.converger(name).apply(plan(name, mine, machines, world.clock(), scope=scope,
-                                                        reap_stopped=world.backend.keeps_stopped)))
+        result = plan(name, mine, machines, world.clock(), scope=scope, reap_stopped=world.backend.keeps_stopped)
+        _log_plan_errors(result)
+        done.update(world.converger(name).apply(result))
     return done
 
 
@@ -154,7 +184,13 @@ def handle_machine_event(world: World, event: dict) -> dict:
         pod = None
     if pod is not None and ps.is_stale(pod, machine):
         return {"ignored": "stale event"}
-    result = plan(machine.node, [pod] if pod else [], [machine], world.clock(), scope={machine.pod.uid})
+    pods = [pod] if pod else []
+    result = plan(machine.node, pods, [machine], world.clock(), scope={machine.pod.uid})
+    if result.of(Finalize):
+        # Finalizing on one machine's word could leave a duplicate running:
+        # look at all of the pod's machines first (rare: once per deleted pod).
+        others = [m for m in world.backend.list(machine.node) if m.pod.uid == machine.pod.uid and m.id != machine.id]
+        result = plan(machine.node, pods, [machine, *others], world.clock(), scope={machine.pod.uid})
     return dict(world.converger(machine.node).apply(result))
 
 

@@ -210,12 +210,15 @@ def test_malformed_event_does_not_lose_its_neighbours(stack):
     stack.audit.flush()  # the real batch went to the app already: replay it, with a bad neighbour
     [batch] = [b for b in stack.audit.sent if any("binding" in e["requestURI"] for e in b["items"])]
     tasks_before = len(stack.tasks())
-    batch = {**batch, "items": [{"stage": 12}, *batch["items"]]}
+    [binding] = [e for e in batch["items"] if e["stage"] == "ResponseComplete" and "binding" in e["requestURI"]]
+    odd = json.loads(json.dumps(binding))
+    odd["auditID"], odd["requestObject"]["target"] = "odd-one", "not an object"
+    batch = {**batch, "items": [{"stage": 12}, odd, *batch["items"]]}
     response = stack.client.http.post("/audit", headers={"Content-Type": "application/json"},
                                       body=json.dumps(batch).encode())
     assert response.status_code == 200
     body = json.loads(response.body)
-    assert len(body["malformed"]) == 1 and body["pods"] >= 1
+    assert len(body["malformed"]) == 2 and body["pods"] >= 1
     assert len(stack.tasks()) == tasks_before == 1  # the replay found the task: still one
 
 

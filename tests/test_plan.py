@@ -269,3 +269,39 @@ def test_stopped_machines_nobody_needs_are_reaped_where_the_backend_keeps_them()
     reaped = p.plan(NODE, [looping], [*old, current], T0 + timedelta(minutes=4), reap_stopped=True).of(p.Stop)
     assert [s.machine.attempt for s in reaped] == [0, 1]  # attempt 2 still gives lastState
     assert p.plan(NODE, [looping], [*old, current], T0 + timedelta(minutes=4)).of(p.Stop) == []
+
+
+def test_a_late_pending_event_does_not_roll_a_running_pod_back():
+    from chalicelib.pod_status import is_stale
+
+    pd = pod()
+    running = with_status(pd, only(p.plan(NODE, [pd], [machine(pd)], T0), p.PatchStatus).status)
+    assert is_stale(running, machine(pd, MachinePhase.PENDING))
+    assert not is_stale(running, machine(pd, MachinePhase.RUNNING))
+    assert not is_stale(running, machine(pd, MachinePhase.STOPPED, codes=[0], cause=StopCause.EXITED))
+    assert not is_stale(pd, machine(pd, MachinePhase.PENDING))  # nothing shown yet
+
+
+def test_one_pod_the_planner_cannot_judge_does_not_stop_the_others():
+    odd = pod("odd", containers=[{"name": "app", "image": "nginx"}])
+    odd["spec"]["containers"] = "not a list"
+    fine = pod("fine")
+    result = p.plan(NODE, [odd, fine], [], T0)
+    assert [c.pod["metadata"]["name"] for c in result.of(p.Create)] == ["fine"]
+    assert len(result.errors) == 1 and result.errors[0].startswith("default/odd:")
+
+
+def test_conditions_owned_by_others_survive_our_status_writes():
+    pd = pod()
+    pd["status"]["conditions"].append({"type": "DisruptionTarget", "status": "True", "reason": "EvictionByEvictionAPI"})
+    status = only(p.plan(NODE, [pd], [machine(pd)], T0), p.PatchStatus).status
+    assert [c["type"] for c in status["conditions"]][-1] == "DisruptionTarget"
+
+
+def test_crash_loop_backoff_is_forgotten_after_a_long_run():
+    pd = pod(restart="Always")
+    short = machine(pd, MachinePhase.STOPPED, codes=[1], cause=StopCause.EXITED, attempt=4, stopped=T0)
+    assert p.restart_delay(short) == p.backoff(4)
+    long_run = short.model_copy(update={"started_at": T0 - timedelta(hours=2)})
+    assert p.restart_delay(long_run) == p.backoff(0)
+    assert p.plan(NODE, [pd], [long_run], T0 + timedelta(seconds=11)).of(p.Create)
