@@ -17,10 +17,6 @@ def secret(secret_id: str) -> str:
     return parameters.get_secret(secret_id, max_age=300)
 
 
-def service_account_token(secret_id: str) -> str:
-    return secret(secret_id)
-
-
 def build_backend(config: Settings):
     """The MachineBackend the settings choose (``LAMBDALET_BACKEND``)."""
     if config.backend == "fly":
@@ -53,7 +49,7 @@ def build_world(config: Settings) -> World:
     from chalicelib import node as vnode
     from chalicelib.kube.client import KubeClient, api_client
 
-    token = service_account_token(config.k8s_token_secret)
+    token = lambda: secret(config.k8s_token_secret)  # noqa: E731 - re-read (cached) per request: rotation works
     kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
     backend = build_backend(config)
     capacity = {"cpu": config.node_cpu, "memory": config.node_memory, "pods": config.node_pods}

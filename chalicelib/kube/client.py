@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from kubernetes.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
@@ -30,10 +30,16 @@ class KubeError(RuntimeError):
     """An API answer we cannot act on (auth, 5xx, ...): the invocation fails and is retried."""
 
 
-def api_client(url: str, token: str, ca_bundle: str = "") -> ApiClient:
+def api_client(url: str, token: str | Callable[[], str], ca_bundle: str = "") -> ApiClient:
+    """An ApiClient for ``url``. ``token`` may be a callable: it is asked again
+    before every request (cache it), so a rotated service-account token is
+    picked up by warm Lambda containers."""
     config = Configuration(host=url)
-    config.api_key = {"BearerToken": token}  # the key the generated client's auth settings read
-    config.api_key_prefix = {"BearerToken": "Bearer"}
+    config.api_key_prefix = {"BearerToken": "Bearer"}  # the key the generated client's auth settings read
+    # auth_settings() only sends a key that is present: the hook replaces it before each use.
+    config.api_key = {"BearerToken": "" if callable(token) else token}
+    if callable(token):
+        config.refresh_api_key_hook = lambda conf: conf.api_key.update(BearerToken=token())
     if ca_bundle:
         # The client wants a file; Lambda's /tmp is writable and per-container.
         with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
