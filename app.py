@@ -1,6 +1,6 @@
 """lambdalet's entry points. Each parses, calls one use case, answers; the rest is in chalicelib/."""
 
-from chalice import BadRequestError, Chalice, Rate
+from chalice import BadRequestError, Chalice, Rate, UnauthorizedError
 
 from chalicelib import telemetry, usecases, wiring
 
@@ -11,6 +11,7 @@ log = telemetry.logger
 @app.route("/audit", methods=["POST"], content_types=["application/json"])
 def audit():
     """kube-apiserver's audit webhook: EventList batches of pod bindings and deletes."""
+    _only_our_apiserver()
     try:
         report = usecases.handle_audit(wiring.world(), app.current_request.raw_body)
     except usecases.BadPayload as err:
@@ -33,6 +34,7 @@ def admission_mutate():
 
 
 def _admission(webhook: str) -> dict:
+    _only_our_apiserver()
     try:
         result = usecases.handle_admission(wiring.world(), app.current_request.raw_body, webhook)
     except usecases.BadPayload as err:
@@ -40,6 +42,12 @@ def _admission(webhook: str) -> dict:
         raise BadRequestError(str(err)) from None
     telemetry.count("AdmissionErrors", len(result.errors), webhook=webhook)
     return result.body
+
+
+def _only_our_apiserver() -> None:
+    if not usecases.caller_allowed(wiring.world(), app.current_request.headers.get("authorization")):
+        telemetry.count("WebhookCallsUnauthorized", 1)
+        raise UnauthorizedError("lambdalet's webhooks take the bearer token of the apiserver's webhook kubeconfig")
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))

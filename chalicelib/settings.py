@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     k8s_api_url: str = Field(pattern=r"^https?://")
     k8s_ca_bundle: str = ""  # PEM text; empty: the system trust store (or plain http)
     k8s_token_secret: str = Field(min_length=1)  # Secrets Manager id/ARN of the SA token
+    # Secrets Manager id/ARN of the bearer token kube-apiserver presents to /audit
+    # and /admission/* (its webhook kubeconfigs). Empty: no check (the sandbox).
+    webhook_token_secret: str = ""
     node_names: CommaList = Field(min_length=1)  # the virtual nodes this deployment serves
     node_cpu: str = "1000"
     node_memory: str = "4Ti"

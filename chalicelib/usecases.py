@@ -7,6 +7,7 @@ cloud events only make it fast (DESIGN.md, invariant 1).
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections import Counter, defaultdict
@@ -43,9 +44,19 @@ class World:
     nodes: dict[str, dict]  # node name -> the Node object we register
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)  # the heartbeat loop's waits
+    # The bearer token kube-apiserver presents to our webhooks; None: no check (the sandbox).
+    webhook_token: Callable[[], str] | None = None
 
     def converger(self, node: str) -> Converger:
         return Converger(node, self.kube, self.backend, self.clock)
+
+
+def caller_allowed(world: World, authorization: str | None) -> bool:
+    """Is this webhook call from our kube-apiserver (the bearer token of its webhook kubeconfigs)?"""
+    if world.webhook_token is None:
+        return True
+    scheme, _, presented = (authorization or "").partition(" ")
+    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), world.webhook_token().encode())
 
 
 def reconcile(world: World) -> dict[str, dict]:
@@ -251,6 +262,10 @@ def _start_bound(world: World, binding) -> Counter:
         return Counter(skipped=1)
     if pod["metadata"].get("deletionTimestamp") or pod["spec"].get("nodeName") not in (None, "", binding.node):
         return Counter(skipped=1)
+    from chalicelib import admission
+
+    if admission.targeted_node(pod, world.nodes) != binding.node:
+        return Counter(skipped=1)  # only pods that asked for our node start early (a forged review starts nothing else)
     bound = {**pod, "spec": {**pod["spec"], "nodeName": binding.node}}
     uid = pod["metadata"]["uid"]
     planned = plan(binding.node, [bound], [], world.clock(), scope={uid})

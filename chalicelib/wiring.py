@@ -58,7 +58,8 @@ def build_world(config: Settings) -> World:
         name: vnode.node_object(name, backend.name, region, capacity, utcnow())
         for name in config.node_names
     }
-    return World(kube=kube, backend=backend, nodes=nodes)
+    webhook_token = (lambda: secret(config.webhook_token_secret)) if config.webhook_token_secret else None
+    return World(kube=kube, backend=backend, nodes=nodes, webhook_token=webhook_token)
 
 
 @lru_cache(maxsize=1)

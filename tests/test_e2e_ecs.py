@@ -12,7 +12,7 @@ import json
 import boto3
 import pytest
 
-from tests.world.stack import CLUSTER, NODE, REGION, SA_USER, Stack, virtual_pod
+from tests.world.stack import CLUSTER, NODE, REGION, SA_USER, WEBHOOK_HEADERS, Stack, virtual_pod
 
 SLEEP_FOREVER = ["sh", "-c", "sleep 100000"]
 
@@ -199,7 +199,7 @@ def test_image_that_cannot_be_pulled_fails_the_pod_and_says_why(stack):
 
 
 def test_malformed_audit_body_is_a_400_with_a_reason(stack):
-    response = stack.client.http.post("/audit", headers={"Content-Type": "application/json"}, body=b'{"kind": "Pod"}')
+    response = stack.client.http.post("/audit", headers=WEBHOOK_HEADERS, body=b'{"kind": "Pod"}')
     assert response.status_code == 400
     assert "EventList" in json.loads(response.body)["Message"]
 
@@ -214,7 +214,7 @@ def test_malformed_event_does_not_lose_its_neighbours(stack):
     odd = json.loads(json.dumps(binding))
     odd["auditID"], odd["requestObject"]["target"] = "odd-one", "not an object"
     batch = {**batch, "items": [{"stage": 12}, odd, *batch["items"]]}
-    response = stack.client.http.post("/audit", headers={"Content-Type": "application/json"},
+    response = stack.client.http.post("/audit", headers=WEBHOOK_HEADERS,
                                       body=json.dumps(batch).encode())
     assert response.status_code == 200
     body = json.loads(response.body)
@@ -269,3 +269,14 @@ def test_throttled_create_is_shown_as_waiting_then_retried_by_the_next_pass(stac
     assert stack.tasks() == []
     stack.settle(rounds=4, reconcile=True)
     assert phase(stack, "web") == "Running" and len(stack.tasks()) == 1
+
+
+@pytest.mark.parametrize("path", ["/audit", "/admission/validate", "/admission/mutate"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "apiserver-webhook-token"])
+def test_webhooks_answer_only_our_apiserver(stack, path, authorization):
+    headers = {"Content-Type": "application/json"}
+    if authorization:
+        headers["Authorization"] = authorization
+    response = stack.client.http.post(path, headers=headers, body=b"{}")
+    assert response.status_code == 401
+    assert stack.client.http.post(path, headers=WEBHOOK_HEADERS, body=b"{}").status_code == 400  # let in, then judged

@@ -35,6 +35,9 @@ OPT_IN = {"lambdalet.io/enabled": "true"}  # the label that puts pods (and names
 SA_TOKEN = "lambdalet-service-account-token"
 SA_USER = "system:serviceaccount:lambdalet:lambdalet"
 TOKEN_SECRET = "lambdalet/service-account-token"
+WEBHOOK_TOKEN = "apiserver-webhook-token"  # what the apiserver's webhook kubeconfigs present
+WEBHOOK_TOKEN_SECRET = "lambdalet/webhook-token"
+WEBHOOK_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 FLY_APP = "lambdalet"
 FLY_REGION = "iad"
 FLY_TOKEN = "fly-api-token"
@@ -117,9 +120,12 @@ class Stack:
         self.core = CoreV1Api(self.sim.api_client())
 
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=TOKEN_SECRET, SecretString=SA_TOKEN)
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name=WEBHOOK_TOKEN_SECRET, SecretString=WEBHOOK_TOKEN)
         self._setenv({
             "LAMBDALET_K8S_API_URL": self.sim.url,
             "LAMBDALET_K8S_TOKEN_SECRET": TOKEN_SECRET,
+            "LAMBDALET_WEBHOOK_TOKEN_SECRET": "" if self.anonymous else WEBHOOK_TOKEN_SECRET,
             "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
             "LAMBDALET_BACKEND": self.backend,
             "POWERTOOLS_METRICS_DISABLED": "true",
@@ -200,7 +206,7 @@ class Stack:
     # -- the app's entry points ---------------------------------------------
     def deliver_audit(self, body: bytes) -> int:
         """The audit webhook's HTTP call, into the app's /audit route."""
-        response = self.client.http.post("/audit", headers={"Content-Type": "application/json"}, body=body)
+        response = self.client.http.post("/audit", headers=WEBHOOK_HEADERS, body=body)
         self.audit_answers.append(response.status_code)
         return response.status_code
 
@@ -209,7 +215,7 @@ class Stack:
         if self.admission_down:
             raise ConnectionRefusedError(url)
         path = urllib.parse.urlsplit(url).path.removeprefix("/api")
-        response = self.client.http.post(path, headers={"Content-Type": "application/json"}, body=body)
+        response = self.client.http.post(path, headers=WEBHOOK_HEADERS, body=body)
         self.admission_answers.append(response.status_code)
         return response.status_code, response.body
 
