@@ -296,4 +296,9 @@ def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
     for action in sorted(called | {"secretsmanager:GetSecretValue"}):
         resource = ("arn:aws:dynamodb:us-east-1:123456789012:table/lambdalet-dev-claims" if action.startswith("dynamodb")
                     else "arn:aws:secretsmanager:us-east-1:123456789012:secret:lambdalet/dev/fly-api-token-AbCdEf")
-        assert any(fnmatch(action, a) and fnmatch(resource, s["Resource"]) for s in statements for a in s["Action"]), action
+        assert any(fnmatch(action, a) and any(fnmatch(resource, r) for r in _listed(s["Resource"]))
+                   for s in statements for a in s["Action"]), action
+
+
+def _listed(value) -> list:
+    return value if isinstance(value, list) else [value]
