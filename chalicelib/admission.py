@@ -33,6 +33,7 @@ from typing import Any
 from chalicelib import pod_spec
 from chalicelib.kube.admission_payloads import AdmissionRequest
 from chalicelib.machines.contract import MachineSizes as Sizes
+from chalicelib.machines.fargate_sizes import memory_text
 
 PROVIDER_TAINT = "virtual-kubelet.io/provider"
 BACKEND_ANNOTATION = "lambdalet.io/backend"
@@ -211,13 +212,9 @@ def _size_problem(pod: dict, sizes: Sizes | None) -> tuple[str, str] | None:
     if cpu <= sizes.largest_cpu_millis and mem <= sizes.largest_memory_mib:
         return None
     return ("spec.containers[].resources",
-            f"the pod asks for {cpu / 1000:g} vCPU / {_mib(mem)} (the sum over containers of "
+            f"the pod asks for {cpu / 1000:g} vCPU / {memory_text(mem)} (the sum over containers of "
             f"max(request, limit)); the largest {sizes.label} machine is {sizes.largest_cpu_millis / 1000:g} vCPU / "
-            f"{_mib(sizes.largest_memory_mib)}: lower the requests/limits or split the pod")
-
-
-def _mib(mib: int) -> str:
-    return f"{mib // 1024} GiB" if mib % 1024 == 0 else f"{mib} MiB"
+            f"{memory_text(sizes.largest_memory_mib)}: lower the requests/limits or split the pod")
 
 
 def problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:

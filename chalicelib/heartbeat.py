@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -37,6 +36,8 @@ from decimal import Decimal
 
 from chalicelib import node as vnode
 from chalicelib.kube.client import KubeClient
+from chalicelib.pod_spec import parse_quantity
+from chalicelib.timefmt import parse_iso
 
 log = logging.getLogger("lambdalet.heartbeat")
 
@@ -49,25 +50,12 @@ MARGIN = 5.0  # seconds kept free before the Lambda's deadline (one slow beat)
 _STATUS_FIELDS = ("capacity", "allocatable", "addresses", "nodeInfo", "daemonEndpoints")
 
 
-def _parse(stamp: str | None) -> datetime | None:
-    if not stamp:
-        return None
-    return datetime.fromisoformat(stamp.replace("Z", "+00:00"))
-
-
-_SUFFIXES = {"Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40, "Pi": 2**50, "Ei": 2**60,
-             "n": Decimal("1e-9"), "u": Decimal("1e-6"), "m": Decimal("1e-3"), "": 1,
-             "k": 10**3, "M": 10**6, "G": 10**9, "T": 10**12, "P": 10**15, "E": 10**18}
-_QUANTITY = re.compile(r"^([+-]?[0-9.]+)(?:([eE][+-]?[0-9]+)|(Ki|Mi|Gi|Ti|Pi|Ei|n|u|m|k|M|G|T|P|E)?)$")
-
-
 def _quantity(value) -> Decimal | str:
     """A resource.Quantity's value, so "1000" and the apiserver's canonical "1k" compare equal."""
-    match = _QUANTITY.match(str(value))
-    if not match:
+    try:
+        return parse_quantity(value)
+    except ValueError:
         return str(value)
-    number, exponent, suffix = match.groups()
-    return Decimal(number + (exponent or "")) * _SUFFIXES[suffix or ""]
 
 
 def _same(key: str, stored, wanted) -> bool:
@@ -93,7 +81,7 @@ def status_due(current: dict, desired: dict, now: datetime) -> dict | None:
     )
     wanted = desired.get("status") or {}
     changed = changed or any(not _same(key, status.get(key), wanted[key]) for key in _STATUS_FIELDS if key in wanted)
-    last = _parse((had.get("Ready") or {}).get("lastHeartbeatTime"))
+    last = parse_iso((had.get("Ready") or {}).get("lastHeartbeatTime"))
     stale = last is None or (now - last).total_seconds() >= STATUS_REPORT_SECONDS
     if not (changed or stale):
         return None

@@ -5,17 +5,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from chalicelib.kube.client import KubeClient
-from chalicelib.pod_status import rfc3339
+from chalicelib.timefmt import micro_time, rfc3339
 
 
 LEASE_NAMESPACE = "kube-node-lease"
 LEASE_DURATION_SECONDS = 40
 KUBELET_VERSION = "v1.36.0-lambdalet"
-
-
-def micro_time(moment: datetime) -> str:
-    """A MicroTime as the apiserver writes it: six decimals, Z."""
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 def conditions(now: datetime, current: list[dict] | None = None) -> list[dict]:
@@ -96,21 +91,3 @@ def register(kube: KubeClient, node_obj: dict) -> dict:
     """The node as it is in the cluster, creating it on first use."""
     name = node_obj["metadata"]["name"]
     return kube.get_node(name) or kube.create_node(node_obj) or kube.get_node(name)
-
-
-def renew_lease(kube: KubeClient, node: str, node_uid: str | None, now: datetime) -> bool:
-    """Renew the node's Lease (create it if missing). False when another writer won."""
-    current = kube.get_lease(LEASE_NAMESPACE, node)
-    if current is None:
-        return kube.create_lease(LEASE_NAMESPACE, lease_object(node, node_uid, now)) is not None
-    current["spec"]["renewTime"] = micro_time(now)
-    current["spec"]["holderIdentity"] = node
-    return kube.replace_lease(LEASE_NAMESPACE, current) is not None
-
-
-def heartbeat(kube: KubeClient, node_obj: dict, now: datetime) -> None:
-    """Register the node if needed, post Ready, renew the Lease."""
-    current = register(kube, node_obj) or {}
-    posted = conditions(now, (current.get("status") or {}).get("conditions"))
-    kube.patch_node_status(node_obj["metadata"]["name"], {"conditions": posted})
-    renew_lease(kube, node_obj["metadata"]["name"], current.get("metadata", {}).get("uid"), now)

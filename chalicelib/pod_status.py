@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase
+from chalicelib.timefmt import rfc3339
 
 CONDITION_TYPES = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
 TERMINAL_PHASES = ("Succeeded", "Failed")
@@ -18,10 +19,6 @@ TERMINAL_PHASES = ("Succeeded", "Failed")
 # Pod-level reasons (status.reason); "ProviderFailed" is virtual-kubelet's own.
 PROVIDER_FAILED = "ProviderFailed"
 MACHINE_LOST = "MachineLost"
-
-
-def rfc3339(moment: datetime) -> str:
-    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datetime) -> list[dict]:

@@ -63,9 +63,6 @@ class Settings(BaseSettings):
     fly_token_secret: str = ""  # Secrets Manager id/ARN of the Fly API token
     fly_claims_table: str = ""  # DynamoDB table of create claims (partition key "pk", TTL attribute "ttl")
 
-    # How long a pod may wait for its first machine to appear before we recreate
-    # it (ECS lists are eventually consistent).
-    create_grace_seconds: int = 60
 
     @field_validator("node_names", "ecs_subnets", "ecs_security_groups", "fly_fallback_regions", mode="before")
     @classmethod

@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from aws_lambda_powertools import Logger
-from aws_lambda_powertools.logging.utils import copy_config_to_registered_loggers
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
 SERVICE = "lambdalet"
 NAMESPACE = "lambdalet"
 
+# Our modules log through stdlib loggers named "lambdalet.*": children of this
+# one (its name is the service), so they propagate to its JSON handler.
 logger = Logger(service=SERVICE)
-# Our modules log through stdlib loggers named "lambdalet.*": give them the JSON format.
-copy_config_to_registered_loggers(source_logger=logger, include={"lambdalet"})
 
 
 def count(name: str, value: int, **dimensions: str) -> None:

@@ -1,7 +1,7 @@
 """The Kubernetes side: a thin, scoped client over the official `kubernetes` library.
 
 We call the generated ``CoreV1Api``/``CoordinationV1Api`` methods with
-``_preload_content=False, _request_timeout=TIMEOUT`` and read raw JSON: the typed models cost cold-start
+``_preload_content=False`` and read raw JSON: the typed models cost cold-start
 time and memory on every Lambda scale-out (DESIGN.md, Budgets) and we read only
 a handful of fields. Every method does exactly one API call (lists: one per
 page) and maps the HTTP outcomes we act on to return values, so the core never
@@ -65,21 +65,15 @@ class KubeClient:
         token = None
         while True:
             kwargs = {"_continue": token} if token else {}
-            page = _json(
-                self._call(
-                    self.core.list_pod_for_all_namespaces,
-                    field_selector=f"spec.nodeName={node}",
-                    limit=PAGE_SIZE,
-                    **kwargs,
-                )
-            )
+            page = self._send(self.core.list_pod_for_all_namespaces,
+                              field_selector=f"spec.nodeName={node}", limit=PAGE_SIZE, **kwargs)
             yield from page.get("items") or []
             token = (page.get("metadata") or {}).get("continue")
             if not token:
                 return
 
     def get_pod(self, namespace: str, name: str) -> dict | None:
-        return self._maybe(self.core.read_namespaced_pod, name, namespace)
+        return self._send(self.core.read_namespaced_pod, name, namespace, absent=(404,))
 
     def patch_pod_status(self, pod: dict, status: dict) -> dict | None:
         """Replace the pod's status lists (merge patch), guarded by its resourceVersion.
@@ -89,105 +83,55 @@ class KubeClient:
         """
         meta = pod["metadata"]
         body = {"metadata": {"resourceVersion": meta["resourceVersion"]}, "status": status}
-        try:
-            return _json(
-                self.core.patch_namespaced_pod_status(
-                    meta["name"], meta["namespace"], body,
-                    _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=TIMEOUT,
-                )
-            )
-        except ApiException as err:
-            if err.status in (404, 409):
-                return None
-            raise KubeError(f"patch status of {meta['namespace']}/{meta['name']}: {err.status} {err.reason}") from err
+        return self._send(self.core.patch_namespaced_pod_status, meta["name"], meta["namespace"], body,
+                          absent=(404, 409), _content_type=MERGE_PATCH)
 
     def finalize_pod(self, namespace: str, name: str, uid: str) -> bool:
         """Delete the pod object for good, as a kubelet does once its containers are gone:
         grace period 0 and a UID precondition, so a new pod of the same name is never hit."""
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
-        try:
-            self.core.delete_namespaced_pod(name, namespace, body=body, _preload_content=False, _request_timeout=TIMEOUT)
-            return True
-        except ApiException as err:
-            if err.status in (404, 409):
-                return False
-            raise KubeError(f"delete {namespace}/{name}: {err.status} {err.reason}") from err
+        return self._send(self.core.delete_namespaced_pod, name, namespace, body=body, absent=(404, 409)) is not None
 
     # events -------------------------------------------------------------
     def create_event(self, namespace: str, event: dict) -> bool:
         """Create a core/v1 Event; False when one of that name exists already."""
-        try:
-            self.core.create_namespaced_event(namespace, event, _preload_content=False, _request_timeout=TIMEOUT)
-            return True
-        except ApiException as err:
-            if err.status == 409:
-                return False
-            raise KubeError(f"create event in {namespace}: {err.status} {err.reason}") from err
+        return self._send(self.core.create_namespaced_event, namespace, event, absent=(409,)) is not None
 
     def get_event(self, namespace: str, name: str) -> dict | None:
-        return self._maybe(self.core.read_namespaced_event, name, namespace)
+        return self._send(self.core.read_namespaced_event, name, namespace, absent=(404,))
 
     def patch_event(self, namespace: str, name: str, patch: dict) -> None:
-        try:
-            self.core.patch_namespaced_event(
-                name, namespace, patch, _content_type=MERGE_PATCH, _preload_content=False, _request_timeout=TIMEOUT
-            )
-        except ApiException as err:
-            if err.status not in (404, 409):
-                raise KubeError(f"patch event {namespace}/{name}: {err.status} {err.reason}") from err
+        self._send(self.core.patch_namespaced_event, name, namespace, patch,
+                   absent=(404, 409), _content_type=MERGE_PATCH)
 
     # nodes and leases ---------------------------------------------------
     def get_node(self, name: str) -> dict | None:
-        return self._maybe(self.core.read_node, name)
+        return self._send(self.core.read_node, name, absent=(404,))
 
     def create_node(self, node: dict) -> dict | None:
-        try:
-            return _json(self.core.create_node(node, _preload_content=False, _request_timeout=TIMEOUT))
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise KubeError(f"create node: {err.status} {err.reason}") from err
+        return self._send(self.core.create_node, node, absent=(409,))
 
     def patch_node_status(self, name: str, status: dict) -> None:
-        self._call(
-            self.core.patch_node_status, name, {"status": status}, _content_type=STRATEGIC_MERGE_PATCH
-        )
+        self._send(self.core.patch_node_status, name, {"status": status}, _content_type=STRATEGIC_MERGE_PATCH)
 
     def get_lease(self, namespace: str, name: str) -> dict | None:
-        return self._maybe(self.coordination.read_namespaced_lease, name, namespace)
+        return self._send(self.coordination.read_namespaced_lease, name, namespace, absent=(404,))
 
     def create_lease(self, namespace: str, lease: dict) -> dict | None:
-        try:
-            return _json(self.coordination.create_namespaced_lease(namespace, lease, _preload_content=False, _request_timeout=TIMEOUT))
-        except ApiException as err:
-            if err.status == 409:
-                return None
-            raise KubeError(f"create lease: {err.status} {err.reason}") from err
+        return self._send(self.coordination.create_namespaced_lease, namespace, lease, absent=(409,))
 
     def replace_lease(self, namespace: str, lease: dict) -> dict | None:
         """PUT the lease with its resourceVersion; None on a conflict."""
-        try:
-            return _json(
-                self.coordination.replace_namespaced_lease(
-                    lease["metadata"]["name"], namespace, lease, _preload_content=False, _request_timeout=TIMEOUT
-                )
-            )
-        except ApiException as err:
-            if err.status in (404, 409):
-                return None
-            raise KubeError(f"renew lease: {err.status} {err.reason}") from err
+        return self._send(self.coordination.replace_namespaced_lease, lease["metadata"]["name"], namespace, lease,
+                          absent=(404, 409))
 
-    # helpers ------------------------------------------------------------
-    def _call(self, method, *args, **kwargs):
+    # the one place an ApiException is looked at ---------------------------
+    def _send(self, method, *args, absent: tuple[int, ...] = (), **kwargs) -> dict | None:
+        """Call ``method``; its JSON body, or None for the statuses in ``absent``
+        (the outcomes the caller acts on). Anything else is a KubeError."""
         try:
-            return method(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs)
+            return _json(method(*args, _preload_content=False, _request_timeout=TIMEOUT, **kwargs))
         except ApiException as err:
+            if err.status in absent:
+                return None
             raise KubeError(f"{method.__name__}: {err.status} {err.reason}: {err.body}") from err
-
-    def _maybe(self, method, *args) -> dict | None:
-        try:
-            return _json(method(*args, _preload_content=False, _request_timeout=TIMEOUT))
-        except ApiException as err:
-            if err.status == 404:
-                return None
-            raise KubeError(f"{method.__name__}: {err.status} {err.reason}") from err

@@ -11,7 +11,7 @@ import hashlib
 from datetime import datetime
 
 from chalicelib.kube.client import KubeClient
-from chalicelib.pod_status import rfc3339
+from chalicelib.timefmt import rfc3339
 
 COMPONENT = "lambdalet"
 

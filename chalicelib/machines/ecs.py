@@ -62,6 +62,7 @@ from .contract import (
     StopCause,
     TransientMachineError,
 )
+from ..timefmt import EPOCH, parse_iso
 from .fargate_sizes import SIZES, fit
 
 # --------------------------------------------------------------------------
@@ -78,7 +79,7 @@ TAG_ATTEMPT = TAG_PREFIX + "attempt"
 STARTED_BY_PREFIX = "lambdalet/"
 FAMILY_PREFIX = "lambdalet-"
 FARGATE_MAX_STOP_TIMEOUT = 120
-MAX_CONTAINERS = 10  # ECS: at most 10 container definitions per task definition
+MAX_CONTAINERS = SIZES.max_containers  # container definitions per task definition
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
 
 _STARTED_BY_OK = re.compile(r"^[A-Za-z0-9_/-]+$")
@@ -341,23 +342,14 @@ _STOP_CAUSE = {
     "TerminationNotice": StopCause.LOST,
     "InfrastructureHealth": StopCause.LOST,
 }
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
-
-
 def _time(value: Any) -> datetime | None:
     """DescribeTasks datetimes (boto3), ISO strings (EventBridge) or epoch
-    numbers (raw DescribeTasks JSON) as aware datetimes."""
-    if value is None or value == "":
-        return None
+    seconds (raw DescribeTasks JSON) as aware datetimes."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
     if isinstance(value, (int, float)):
         return datetime.fromtimestamp(value, tz=timezone.utc)
-    text = str(value)
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    parsed = datetime.fromisoformat(text)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    return parse_iso(str(value)) if value else None
 
 
 def _tag_map(tags: Any) -> dict[str, str]:
@@ -520,7 +512,7 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
         attempt=attempt,
         phase=phase,
         # Real ECS always reports createdAt; the epoch marks "unknown".
-        created_at=_time(task.get("createdAt")) or _EPOCH,
+        created_at=_time(task.get("createdAt")) or EPOCH,
         started_at=_time(task.get("startedAt")),
         stopped_at=stopped_at,
         ip=ip,
@@ -631,7 +623,7 @@ class EcsBackend:
         except PermanentMachineError:
             pass  # filter combination refused: clientToken still guards the retry
         tasks = [t for t in self._describe(arns) if _tag_map(t.get("tags")).get(TAG_UID) == uid] if arns else []
-        tasks.sort(key=lambda t: (_time(t.get("createdAt")) or _EPOCH, t.get("taskArn", "")))
+        tasks.sort(key=lambda t: (_time(t.get("createdAt")) or EPOCH, t.get("taskArn", "")))
         return tasks
 
     # -- MachineBackend ----------------------------------------------------

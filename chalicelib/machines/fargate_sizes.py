@@ -40,7 +40,8 @@ def _vcpu(millis_or_units: float) -> str:
     return f"{millis_or_units:g} vCPU"
 
 
-def _mem(mib: int) -> str:
+def memory_text(mib: int) -> str:
+    """512 MiB, 4 GiB: memory as people read it."""
     if mib % GIB == 0:
         return f"{mib // GIB} GiB"
     return f"{mib} MiB"
@@ -63,9 +64,9 @@ def fit(cpu_millis: int, memory_mib: int) -> tuple[int, int]:
         if cpu >= need_units and mem >= memory_mib:
             return cpu, mem
     raise PermanentMachineError(
-        f"pod asks for {_vcpu(cpu_millis / 1000)} / {_mem(memory_mib)}; "
+        f"pod asks for {_vcpu(cpu_millis / 1000)} / {memory_text(memory_mib)}; "
         f"the largest Fargate task is {_vcpu(LARGEST_CPU_UNITS / 1024)} / "
-        f"{_mem(LARGEST_MEMORY_MIB)}"
+        f"{memory_text(LARGEST_MEMORY_MIB)}"
     )
 
 

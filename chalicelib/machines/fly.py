@@ -97,6 +97,7 @@ from .contract import (
     StopCause,
     TransientMachineError,
 )
+from ..timefmt import EPOCH, parse_iso
 from .fly_guest import SIZES, fit
 
 DEFAULT_API_URL = "https://api.machines.dev"
@@ -115,7 +116,6 @@ META_CONTAINER = "lambdalet_container"
 MAX_STOP_TIMEOUT = 300  # seconds; Fly's kill_timeout ceiling
 MAX_NAME = 63
 _NAME_OK = re.compile(r"^[a-z0-9][a-z0-9-]*$")
-_EPOCH = datetime(1970, 1, 1, tzinfo=timezone.utc)
 
 
 class CapacityError(TransientMachineError):
@@ -206,24 +206,12 @@ _STOPPED = {"stopped", "suspended", "destroyed"}
 
 
 def _time(value: Any) -> datetime | None:
-    if value in (None, "", 0):
-        return None
+    """Machine times (ISO, Go may print nanoseconds) or event timestamps (epoch milliseconds)."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
-    if isinstance(value, (int, float)):  # event timestamps: epoch milliseconds
-        return datetime.fromtimestamp(value / 1000, tz=timezone.utc)
-    text = str(value)
-    if text.startswith("0001-01-01"):  # Go's zero time
-        return None
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
-    # Go may print nanoseconds: Python takes at most microseconds.
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+    if isinstance(value, (int, float)):
+        return datetime.fromtimestamp(value / 1000, tz=timezone.utc) if value else None
+    return parse_iso(str(value)) if value else None
 
 
 def _events(machine: Mapping) -> list[dict]:
@@ -356,7 +344,7 @@ def machine_from_fly(m: Mapping) -> Machine | None:
         node=meta[META_NODE],
         attempt=attempt,
         phase=phase,
-        created_at=_time(m.get("created_at")) or _EPOCH,
+        created_at=_time(m.get("created_at")) or EPOCH,
         started_at=started_at,
         stopped_at=finished_at if phase == MachinePhase.STOPPED else None,
         ip=ip,
@@ -630,7 +618,7 @@ class FlyBackend:
             and ((m.get("config") or {}).get("metadata") or {}).get(META_ATTEMPT) == str(attempt)
             and m.get("state") not in ("destroyed", "destroying")
         ]
-        return sorted(found, key=lambda m: (_time(m.get("created_at")) or _EPOCH, str(m.get("id"))))
+        return sorted(found, key=lambda m: (_time(m.get("created_at")) or EPOCH, str(m.get("id"))))
 
     def _regions(self, spec: MachineSpec) -> list[str | None]:
         first = region_override(spec) or self.region
