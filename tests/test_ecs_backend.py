@@ -320,6 +320,9 @@ def client_error(code, message="boom", status=400, op="RunTask"):
         (client_error("ClusterNotFoundException", "Cluster not found."), TransientMachineError),
         (client_error("ClientException", "Too many concurrent attempts to create a new revision of the specified family."), TransientMachineError),
         (client_error("InvalidParameterException", "Invalid image"), PermanentMachineError),
+        (client_error("InvalidParameterException", "Error retrieving subnet information for [subnet-0bad]"),
+         TransientMachineError),  # the operator's setup, not the pod: keep waiting and say so
+        (client_error("InvalidParameterException", "Security group sg-0bad does not exist"), TransientMachineError),
         (client_error("ClientException", "Container.image should not be null or empty."), PermanentMachineError),
         (client_error("PlatformTaskDefinitionIncompatibilityException", "x"), PermanentMachineError),
         (EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com"), TransientMachineError),

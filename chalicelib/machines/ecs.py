@@ -256,6 +256,10 @@ _PERMANENT = {
 }
 # ClientException is also ECS's word for some passing conditions.
 _TRANSIENT_CLIENT_MESSAGES = ("too many concurrent", "rate exceeded", "try again")
+# An invalid parameter about what the operator configured (network, roles, the
+# cluster) is nothing the pod can fix: keep the pod waiting, say what to fix.
+_OPERATOR_PARAMETERS = ("subnet", "securitygroup", "security group", "networkconfiguration",
+                        "role", "cluster", "vpc")
 
 
 def classify(error: BaseException, action: str = "ECS") -> MachineError:
@@ -272,7 +276,8 @@ def classify(error: BaseException, action: str = "ECS") -> MachineError:
         text = f"ECS {action} failed: {code}: {message}"
         if code in _THROTTLING or code in _SERVER or status >= 500:
             return TransientMachineError(text)
-        if code in _OPERATOR:
+        if code in _OPERATOR or (code == "InvalidParameterException"
+                                 and any(m in message.lower() for m in _OPERATOR_PARAMETERS)):
             return TransientMachineError(text + " (fix the lambdalet AWS setup; retrying)")
         if code == "ClientException" and any(
             m in message.lower() for m in _TRANSIENT_CLIENT_MESSAGES
