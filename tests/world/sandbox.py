@@ -104,10 +104,10 @@ class Sandbox:
             kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
             self.invoke(stack.reconcile)  # registers the virtual node
             for manifest in examples():
-                manifest["metadata"].setdefault("labels", {}).update(OPT_IN)
                 stack.create_pod(manifest)
             self.refused = refuse_demo(stack)
             threading.Thread(target=self.eventbridge, args=(stack,), daemon=True).start()
+            threading.Thread(target=self.heartbeats, args=(stack,), daemon=True).start()
             print(f"lambdalet sandbox: Kubernetes API {stack.sim.url}, AWS (moto) {endpoint}, /audit at {api_url}/audit")
             if self.backend == "fly":
                 print(f"  machines: the Fly Machines fake at {stack.fly.url} (no cloud events: the reconcile reads them)")
@@ -138,6 +138,18 @@ class Sandbox:
             if time.monotonic() >= next_reconcile:
                 self.invoke(stack.reconcile)
                 next_reconcile = time.monotonic() + every
+
+    def heartbeats(self, stack: Stack) -> None:
+        """The heartbeat function, invoked every minute; it renews the Leases
+        every 10 s for most of that minute. Runs beside the other invocations,
+        as concurrent Lambdas do."""
+        while not self.stop_event.is_set():
+            started = time.monotonic()
+            try:
+                stack.heartbeat(sleep=self.stop_event.wait)
+            except Exception as err:  # noqa: BLE001 - say it, try again next minute
+                print(f"sandbox: heartbeat failed: {err}", file=sys.stderr)
+            self.stop_event.wait(max(0.0, 60.0 - (time.monotonic() - started)))
 
     def forever(self) -> int:
         signal.signal(signal.SIGTERM, lambda *_: self.stop_event.set())
