@@ -146,6 +146,42 @@ def pure_plan(pods: int) -> None:
     print(f"plan(), {pods:5d} running pods, no change  {statistics.median(times):8.1f} ms  actions {len(result.actions)}")
 
 
+def admission() -> None:
+    """Webhook answers must come within the webhook timeout (5 s in infra/k8s/webhooks.yaml)."""
+    from chalicelib import usecases, wiring
+    from tests.samples import sample
+    from tests.world.stack import NODE
+
+    with Stack() as stack:
+        stack.reconcile()
+        world = wiring.world()
+        review = sample("admission-pod-create.json")
+        pod = review["request"]["object"]
+        pod["spec"]["tolerations"] = [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]
+        pod["spec"]["nodeSelector"] = {"kubernetes.io/hostname": NODE}
+        body = json.dumps(review).encode()
+        for webhook in ("validate", "mutate"):
+            times = []
+            for _ in range(50):
+                t = time.perf_counter()
+                usecases.handle_admission(world, body, webhook)
+                times.append((time.perf_counter() - t) * 1000)
+            print(f"admission {webhook:8s} review, warm              {statistics.median(times):8.2f} ms  (p-max {max(times):.2f} ms)")
+        times = []
+        for i in range(20):
+            created = stack.create_pod(virtual_pod(f"fast{i}", command=["sh", "-c", "sleep 100000"]))
+            binding = sample("admission-pods-binding-create.json")
+            binding["request"].update(name=created["metadata"]["name"], namespace="default", dryRun=False)
+            binding["request"]["object"]["metadata"].update(name=created["metadata"]["name"], namespace="default",
+                                                          uid=created["metadata"]["uid"])
+            binding["request"]["object"]["target"]["name"] = NODE
+            t = time.perf_counter()
+            result = usecases.handle_admission(world, json.dumps(binding).encode(), "validate")
+            times.append((time.perf_counter() - t) * 1000)
+        print(f"binding fast path (read pod + RunTask on moto)  {statistics.median(times):8.1f} ms  "
+              f"(p-max {max(times):.1f} ms, tasks {len(stack.tasks())})")
+
+
 def main() -> None:
     print(f"lambdalet benchmarks ({os.cpu_count()} cores, Python {sys.version.split()[0]})")
     cold_start()
@@ -155,6 +191,7 @@ def main() -> None:
     for pods in (100, 500):
         steady_reconcile(pods)
     audit_batch()
+    admission()
 
 
 if __name__ == "__main__":
