@@ -280,3 +280,19 @@ def test_webhooks_answer_only_our_apiserver(stack, path, authorization):
     response = stack.client.http.post(path, headers=headers, body=b"{}")
     assert response.status_code == 401
     assert stack.client.http.post(path, headers=WEBHOOK_HEADERS, body=b"{}").status_code == 400  # let in, then judged
+
+
+def test_repeated_events_are_aggregated_not_one_object_per_pass(stack):
+    stack.create_pod(virtual_pod("flappy", restart="Always", command=["sh", "-c", "sleep 1; exit 1"]))
+    for _ in range(3):  # three runs, each ending in a crash-loop back-off and a restart
+        stack.settle(rounds=5, reconcile=True)
+        stack.advance(60)
+    stack.settle(rounds=5, reconcile=True)
+    assert container(stack.pod("flappy"))["restartCount"] >= 2
+    events = stack.events_of("flappy")
+    started = [e for e in events if e["reason"] == "Started"]
+    exited = [e for e in events if e["reason"] == "Exited"]
+    assert len(started) == 1 and started[0]["count"] >= 3  # one object, counted
+    assert len(exited) == 1 and exited[0]["count"] >= 2
+    assert started[0]["lastTimestamp"] > started[0]["firstTimestamp"]
+    assert len(events) == len({(e["reason"], e["message"]) for e in events})
