@@ -27,6 +27,8 @@ are always allowed: a webhook must never make a pod undeletable.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -232,7 +234,7 @@ def problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
     return found
 
 
-def validate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Sizes | None) -> Decision:
+def validate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Mapping[str, Sizes]) -> Decision:
     """The validating webhook's decision. Never refuses what is not a pod CREATE targeting us."""
     binding = binding_of(request, nodes)
     if binding is not None:
@@ -241,7 +243,7 @@ def validate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Sizes | N
     node = targeted_node(pod, nodes) if pod is not None else None
     if node is None:
         return Decision()
-    found = problems(pod, sizes)
+    found = problems(pod, sizes.get(node))
     if not found:
         return Decision(node=node)
     listing = "; ".join(f"{path}: {why}" for path, why in found)
@@ -310,10 +312,11 @@ def defaults_patch(pod: dict, backend: str, sizes: Sizes | None) -> list[dict]:
     return ops
 
 
-def mutate(request: AdmissionRequest, nodes: dict[str, dict], backend: str, sizes: Sizes | None) -> Decision:
+def mutate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Mapping[str, Sizes]) -> Decision:
     """The mutating webhook's decision: defaults for our pods, nothing for anyone else."""
     pod = _pod_create(request)
     node = targeted_node(pod, nodes) if pod is not None else None
     if node is None:
         return Decision()
-    return Decision(node=node, patch=defaults_patch(pod, backend, sizes))
+    backend = nodes[node]["metadata"]["labels"][BACKEND_ANNOTATION]  # the node says where it runs pods
+    return Decision(node=node, patch=defaults_patch(pod, backend, sizes.get(node)))

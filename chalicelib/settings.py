@@ -8,7 +8,7 @@ not deep inside a handler.
 from __future__ import annotations
 
 from functools import lru_cache
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -63,6 +63,10 @@ class Settings(BaseSettings):
     fly_token_secret: str = ""  # Secrets Manager id/ARN of the Fly API token
     fly_claims_table: str = ""  # DynamoDB table of create claims (partition key "pk", TTL attribute "ttl")
 
+    # Per-node differences from the settings above, as JSON: node name -> {setting: value},
+    # e.g. {"vk-fly-ams": {"backend": "fly", "fly_region": "ams"}}. One deployment,
+    # several nodes on several regions or backends.
+    node_overrides: dict[str, dict[str, Any]] = {}
 
     @field_validator("node_names", "ecs_subnets", "ecs_security_groups", "fly_fallback_regions", mode="before")
     @classmethod
@@ -72,12 +76,40 @@ class Settings(BaseSettings):
         return value
 
     @model_validator(mode="after")
+    def _overrides_name_our_nodes(self) -> "Settings":
+        unknown = sorted(set(self.node_overrides) - set(self.node_names))
+        if unknown:
+            raise ValueError(f"{ENV_PREFIX}NODE_OVERRIDES names nodes not in {ENV_PREFIX}NODE_NAMES: {', '.join(unknown)}")
+        bad = sorted({key for o in self.node_overrides.values() for key in o} - PER_NODE)
+        if bad:
+            raise ValueError(f"{ENV_PREFIX}NODE_OVERRIDES: not a per-node setting: {', '.join(bad)}")
+        return self
+
+    def for_node(self, name: str) -> "Settings":
+        """The settings of one node: these, with its overrides (validated again)."""
+        overrides = self.node_overrides.get(name)
+        if not overrides:
+            return self
+        try:
+            return self.model_validate({**self.model_dump(), "node_overrides": {}, **overrides})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(part) for part in first["loc"])
+            raise SettingsError(f"{ENV_PREFIX}NODE_OVERRIDES[{name}]: {where} {first['msg']}") from None
+
+    @model_validator(mode="after")
     def _backend_settings(self) -> "Settings":
         """The chosen backend's settings are required; the others' are not."""
         missing = [ENV_PREFIX + name.upper() for name in REQUIRED_BY_BACKEND[self.backend] if not getattr(self, name)]
         if missing:
             raise ValueError(f"{', '.join(missing)}: required when {ENV_PREFIX}BACKEND={self.backend}")
         return self
+
+
+# What may differ between the nodes of one deployment: where and how machines run.
+PER_NODE = {"backend", "node_cpu", "node_memory", "node_pods", "ecs_cluster", "ecs_subnets",
+            "ecs_security_groups", "ecs_assign_public_ip", "ecs_execution_role_arn", "ecs_task_role_arn",
+            "fly_api_url", "fly_app", "fly_region", "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 
 def _variable(loc: tuple) -> str:
@@ -91,10 +123,13 @@ def _variable(loc: tuple) -> str:
 def load_settings() -> Settings:
     """Read the settings, or raise SettingsError naming every bad variable."""
     try:
-        return Settings()
+        config = Settings()
     except ValidationError as err:
         problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in err.errors())
         raise SettingsError(f"invalid lambdalet settings: {problems}") from None
+    for name in config.node_names:  # every node's own settings, checked at start too
+        config.for_node(name)
+    return config
 
 
 @lru_cache(maxsize=1)

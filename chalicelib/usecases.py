@@ -40,15 +40,24 @@ class World:
     """Everything a use case talks to. Built once per Lambda container (wiring.py)."""
 
     kube: KubeClient
-    backend: MachineBackend
+    backend: MachineBackend  # the nodes' backend (the default where backends names none)
     nodes: dict[str, dict]  # node name -> the Node object we register
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)  # the heartbeat loop's waits
     # The bearer token kube-apiserver presents to our webhooks; None: no check (the sandbox).
     webhook_token: Callable[[], str] | None = None
+    # Nodes whose machines run elsewhere (LAMBDALET_NODE_OVERRIDES): node name -> backend.
+    backends: dict[str, MachineBackend] = field(default_factory=dict)
+
+    def backend_for(self, node: str) -> MachineBackend:
+        return self.backends.get(node, self.backend)
+
+    def distinct_backends(self) -> list[MachineBackend]:
+        found = [self.backend, *self.backends.values()]
+        return [b for i, b in enumerate(found) if all(b is not other for other in found[:i])]
 
     def converger(self, node: str) -> Converger:
-        return Converger(node, self.kube, self.backend, self.clock)
+        return Converger(node, self.kube, self.backend_for(node), self.clock)
 
 
 def caller_allowed(world: World, authorization: str | None) -> bool:
@@ -83,9 +92,10 @@ def _reconcile_node(world: World, name: str, node_obj: dict) -> dict:
     beats.beat_once(world.kube, node_obj, world.clock())
     # Machines first, then pods: a machine created in between shows up as a
     # pod without machine (create is idempotent), never as an orphan.
-    machines = world.backend.list(name)
+    backend = world.backend_for(name)
+    machines = backend.list(name)
     pods = list(world.kube.list_node_pods(name))
-    result = plan(name, pods, machines, world.clock(), reap_stopped=world.backend.keeps_stopped)
+    result = plan(name, pods, machines, world.clock(), reap_stopped=backend.keeps_stopped)
     _log_plan_errors(result)
     done = world.converger(name).apply(result)
     return {"pods": len(pods), "machines": len(machines), **done, **({"skipped": len(result.errors)} if result.errors else {})}
@@ -172,8 +182,9 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
     for name in nodes:
         mine = [p for p in pods if p["spec"].get("nodeName") == name]
         report.pods += len(mine)
-        machines = world.backend.list(name)
-        result = plan(name, mine, machines, world.clock(), scope=scope, reap_stopped=world.backend.keeps_stopped)
+        backend = world.backend_for(name)
+        machines = backend.list(name)
+        result = plan(name, mine, machines, world.clock(), scope=scope, reap_stopped=backend.keeps_stopped)
         _log_plan_errors(result)
         done.update(world.converger(name).apply(result))
     return done
@@ -187,7 +198,7 @@ def handle_machine_event(world: World, event: dict) -> dict:
     reconciler; stale events (an earlier attempt, or a state the pod already
     shows as past) are dropped instead of rolling the pod back.
     """
-    machine = world.backend.machine_from_event(event)
+    machine = next(filter(None, (b.machine_from_event(event) for b in world.distinct_backends())), None)
     if machine is None or machine.node not in world.nodes:
         return {"ignored": "not a lambdalet machine of this deployment"}
     pod = world.kube.get_pod(machine.pod.namespace, machine.pod.name)
@@ -200,7 +211,8 @@ def handle_machine_event(world: World, event: dict) -> dict:
     if result.of(Finalize):
         # Finalizing on one machine's word could leave a duplicate running:
         # look at all of the pod's machines first (rare: once per deleted pod).
-        others = [m for m in world.backend.list(machine.node) if m.pod.uid == machine.pod.uid and m.id != machine.id]
+        others = [m for m in world.backend_for(machine.node).list(machine.node)
+                  if m.pod.uid == machine.pod.uid and m.id != machine.id]
         result = plan(machine.node, pods, [machine, *others], world.clock(), scope={machine.pod.uid})
     return dict(world.converger(machine.node).apply(result))
 
@@ -234,9 +246,9 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
     request, result = review.request, AdmissionResult(body={})
     try:
         if webhook == "mutate":
-            decision = admission.mutate(request, world.nodes, world.backend.name, world.backend.sizes)
+            decision = admission.mutate(request, world.nodes, _sizes(world))
         else:
-            decision = admission.validate(request, world.nodes, world.backend.sizes)
+            decision = admission.validate(request, world.nodes, _sizes(world))
     except Exception as err:  # noqa: BLE001 - allow rather than block on our own bug
         log.exception("admission %s failed for %s %s/%s", webhook, request.operation, request.namespace, request.name)
         result.errors.append(f"{webhook}: {err!r}")
@@ -249,6 +261,10 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
             result.errors.append(f"binding: {err!r}")
     result.body = review_response(request.uid, **decision.response_fields())
     return result
+
+
+def _sizes(world: World) -> dict:
+    return {name: world.backend_for(name).sizes for name in world.nodes}
 
 
 def _start_bound(world: World, binding) -> Counter:

@@ -51,15 +51,23 @@ def build_world(config: Settings) -> World:
 
     token = lambda: secret(config.k8s_token_secret)  # noqa: E731 - re-read (cached) per request: rotation works
     kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
-    backend = build_backend(config)
-    capacity = {"cpu": config.node_cpu, "memory": config.node_memory, "pods": config.node_pods}
-    region = config.fly_region if config.backend == "fly" else config.region
-    nodes = {
-        name: vnode.node_object(name, backend.name, region, capacity, utcnow())
-        for name in config.node_names
-    }
+    backends, nodes, shared = {}, {}, {}
+    for name in config.node_names:
+        mine = config.for_node(name)
+        key = mine.model_dump_json(include=PER_BACKEND)  # nodes with the same machine settings share a backend
+        backends[name] = shared.get(key) or shared.setdefault(key, build_backend(mine))
+        capacity = {"cpu": mine.node_cpu, "memory": mine.node_memory, "pods": mine.node_pods}
+        region = mine.fly_region if mine.backend == "fly" else mine.region
+        nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow())
     webhook_token = (lambda: secret(config.webhook_token_secret)) if config.webhook_token_secret else None
-    return World(kube=kube, backend=backend, nodes=nodes, webhook_token=webhook_token)
+    first = backends[config.node_names[0]]
+    return World(kube=kube, backend=first, backends=backends, nodes=nodes, webhook_token=webhook_token)
+
+
+# The settings a backend instance is built from (node capacity is not one).
+PER_BACKEND = {"backend", "region", "ecs_cluster", "ecs_subnets", "ecs_security_groups", "ecs_assign_public_ip",
+               "ecs_execution_role_arn", "ecs_task_role_arn", "fly_api_url", "fly_app", "fly_region",
+               "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 
 @lru_cache(maxsize=1)

@@ -37,11 +37,11 @@ def create(mutate=None) -> AdmissionRequest:
 
 
 def validate(req: AdmissionRequest) -> A.Decision:
-    return A.validate(req, NODES, FARGATE)
+    return A.validate(req, NODES, {"vk-test": FARGATE})
 
 
 def mutate(req: AdmissionRequest) -> A.Decision:
-    return A.mutate(req, NODES, "test", FARGATE)
+    return A.mutate(req, NODES, {"vk-test": FARGATE})
 
 
 def spec(pod):
@@ -142,7 +142,7 @@ def test_largest_size_is_allowed_and_a_backend_without_sizes_has_no_size_check()
     assert validate(big).allowed
     bigger = create(lambda p: c0(p).update(resources={"requests": {"cpu": "64"}}))
     assert not validate(bigger).allowed
-    assert A.validate(bigger, NODES, None).allowed
+    assert A.validate(bigger, NODES, {}).allowed
 
 
 def test_every_problem_is_listed_at_once():
@@ -291,3 +291,28 @@ def test_a_backend_that_runs_one_container_refuses_two_at_admission():
     assert A.problems(pod, FARGATE) == []
     assert (FLY.smallest_cpu, FLY.smallest_memory) == ("62m", "256Mi")
     assert (FLY.largest_cpu_millis, FLY.largest_memory_mib) == (16000, 131072)
+
+
+def test_each_node_is_judged_by_its_own_backends_sizes():
+    from chalicelib.machines.fly_guest import SIZES as FLY
+
+    nodes = {"vk-ecs": node_object("vk-ecs", "ecs", "us-east-1", CAPACITY, NOW),
+             "vk-fly": node_object("vk-fly", "fly", "ams", CAPACITY, NOW)}
+    sizes = {"vk-ecs": FARGATE, "vk-fly": FLY}
+
+    def two_containers_on(node):
+        def change(p):
+            p["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+            p["spec"]["tolerations"] = [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]
+            p["spec"]["containers"].append({"name": "side", "image": "busybox"})
+        return create(change)
+
+    assert A.validate(two_containers_on("vk-ecs"), nodes, sizes).allowed
+    refused = A.validate(two_containers_on("vk-fly"), nodes, sizes)
+    assert not refused.allowed and "Fly Machines runs at most 1" in refused.message
+    patch = A.mutate(create(lambda p: p["spec"].update(
+        nodeSelector={"kubernetes.io/hostname": "vk-fly"},
+        tolerations=[{"key": "virtual-kubelet.io/provider", "operator": "Exists"}])), nodes, sizes).patch
+    assert {"op": "add", "path": "/spec/containers/0/resources/requests",
+            "value": {"cpu": "62m", "memory": "256Mi"}} in patch
+    assert any(op.get("value", {}).get("lambdalet.io/backend") == "fly" for op in patch if isinstance(op.get("value"), dict))

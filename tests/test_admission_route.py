@@ -118,7 +118,7 @@ def test_mutate_answers_a_base64_json_patch(client):
     assert status == 200 and body["response"]["patchType"] == "JSONPatch"
     ops = json.loads(base64.b64decode(body["response"]["patch"]))
     assert {"op": "add", "path": "/metadata/annotations",
-            "value": {"lambdalet.io/backend": "ecs", "lambdalet.io/defaulted-requests": "cpu,memory"}} in ops
+            "value": {"lambdalet.io/backend": "test", "lambdalet.io/defaulted-requests": "cpu,memory"}} in ops
 
 
 @pytest.mark.parametrize("path", ["/admission/validate", "/admission/mutate"])

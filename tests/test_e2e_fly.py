@@ -302,3 +302,23 @@ def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
 
 def _listed(value) -> list:
     return value if isinstance(value, list) else [value]
+
+
+def test_one_deployment_serves_an_ecs_node_and_a_fly_node():
+    """LAMBDALET_NODE_OVERRIDES: several nodes, each on its own backend, one set of functions."""
+    from tests.world.stack import NODE as ECS_NODE
+
+    fly_node = "lambdalet-fly-ams"
+    with Stack(nodes=(ECS_NODE, fly_node), node_overrides={fly_node: {"backend": "fly", "fly_region": "ams"}}) as s:
+        s.reconcile()
+        for name in (ECS_NODE, fly_node):
+            node = json.loads(s.core.read_node(name, _preload_content=False).data)
+            assert node["metadata"]["labels"]["lambdalet.io/backend"] == ("fly" if name == fly_node else "ecs")
+        s.create_pod(virtual_pod("on-ecs", command=SLEEP_FOREVER, node=ECS_NODE))
+        s.create_pod(virtual_pod("on-fly", command=SLEEP_FOREVER, node=fly_node))
+        s.settle(rounds=5, reconcile=True)
+        assert phase(s, "on-ecs") == "Running" and phase(s, "on-fly") == "Running"
+        [task] = s.tasks()
+        assert {t["key"]: t["value"] for t in task["tags"]}["lambdalet.io/pod-name"] == "on-ecs"
+        [machine] = machines(s)
+        assert meta(machine)["lambdalet_pod_name"] == "on-fly" and machine["region"] == "ams"

@@ -45,14 +45,18 @@ FLY_TOKEN_SECRET = "lambdalet/fly-api-token"
 FLY_CLAIMS_TABLE = "lambdalet-claims"
 
 
-def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml") -> list[dict]:
-    """The (Cluster)Role rules of our manifest, in the simulator's rule format."""
+def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
+    """The (Cluster)Role rules of our manifest, in the simulator's rule format.
+    ``nodes``: the node names, as an operator's overlay lists them in resourceNames."""
     rules = []
     for doc in yaml.safe_load_all(path.read_text()):
         if doc["kind"] not in ("ClusterRole", "Role"):
             continue
         scope = {"namespaces": [doc["metadata"]["namespace"]]} if doc["kind"] == "Role" else {}
-        rules += [{**rule, **scope} for rule in doc["rules"]]
+        for rule in doc["rules"]:
+            if rule.get("resourceNames") == [NODE]:
+                rule = {**rule, "resourceNames": list(nodes)}
+            rules.append({**rule, **scope})
     return rules
 
 
@@ -80,8 +84,9 @@ class Stack:
     def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
                  anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
-                 admission: bool = True):
+                 admission: bool = True, node_overrides: dict | None = None):
         assert backend in ("ecs", "fly"), backend
+        self.node_overrides = node_overrides or {}  # LAMBDALET_NODE_OVERRIDES: nodes on other backends
         self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
         self.fly_fallback_regions = fly_fallback_regions
         self.nodes = nodes
@@ -115,7 +120,7 @@ class Stack:
         self.sim = self._exit.enter_context(KubeSim(clock=self.clock))
         # lambdalet gets exactly the rights infra/k8s/rbac.yaml grants it, and
         # nobody gets in without a token, so a missing or unscoped call fails here.
-        self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts"], rules=rbac_rules())
+        self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts"], rules=rbac_rules(nodes=self.nodes))
         self.sim.api.allow_anonymous = self.anonymous
         self.core = CoreV1Api(self.sim.api_client())
 
@@ -128,11 +133,13 @@ class Stack:
             "LAMBDALET_WEBHOOK_TOKEN_SECRET": "" if self.anonymous else WEBHOOK_TOKEN_SECRET,
             "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
             "LAMBDALET_BACKEND": self.backend,
+            "LAMBDALET_NODE_OVERRIDES": json.dumps(self.node_overrides),
             "POWERTOOLS_METRICS_DISABLED": "true",
         })
-        if self.backend == "fly":
+        backends = {self.backend} | {o.get("backend", self.backend) for o in self.node_overrides.values()}
+        if "fly" in backends:
             self._start_fly()
-        else:
+        if "ecs" in backends:
             network = make_network(boto3.client("ec2", region_name=REGION))
             boto3.client("ecs", region_name=REGION).create_cluster(clusterName=CLUSTER)
             self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock)
@@ -250,9 +257,10 @@ class Stack:
     # -- moving the world ----------------------------------------------------
     def cloud_step(self, deliver: bool = True) -> list[dict]:
         """One step of every Fargate task (or Fly machine); ECS state-change events go to the app."""
-        if self.backend == "fly":
-            self.fly.step()
-            return []  # Fly has no EventBridge: the reconcile reads the machines
+        if hasattr(self, "fly"):
+            self.fly.step()  # Fly has no EventBridge: the reconcile reads the machines
+        if not hasattr(self, "plane"):
+            return []
         events = self.plane.step()
         if deliver:
             self.machine_events(events)
