@@ -210,6 +210,18 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
         if ps.status_differs(pod, status):
             result.add(PatchStatus(pod, status), Emit(pod, "Warning", "Failed", message))
         return
+    if current.stop_cause == StopCause.START_RETRYABLE:
+        # Not the pod's fault and not final: wait as kubelet does for an image pull,
+        # then try a new machine, whatever the restart policy (nothing ran yet).
+        message = f"{current.stop_reason or 'the machine did not start'}; retrying"
+        if (current.stopped_at or current.created_at) + restart_delay(current) > now:
+            status = ps.running_status(pod, None, now, restart_count=attempt, previous=previous,
+                                       waiting=("StartBackOff", message))
+            if ps.status_differs(pod, status):
+                result.add(PatchStatus(pod, status), Emit(pod, "Warning", "StartBackOff", message))
+            return
+        _create(result, node, pod, attempt + 1, previous, now)
+        return
     if current.stop_cause == StopCause.LOST:
         detail = current.stop_reason or "the cloud stopped the machine"
         result.add(

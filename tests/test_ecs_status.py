@@ -348,3 +348,22 @@ def test_not_a_task_state_change():
 def test_image_id(image, expected):
     assert image_id(image, "sha256:ab") == expected
     assert image_id(image, None) is None
+
+
+def test_pull_throttling_is_a_start_failure_that_passes():
+    from chalicelib.machines.contract import StopCause
+    from chalicelib.machines.ecs import machine_from_task
+
+    base = {
+        "taskArn": "arn:aws:ecs:us-east-1:123456789012:task/c/0123", "lastStatus": "STOPPED",
+        "desiredStatus": "STOPPED", "stopCode": "TaskFailedToStart", "createdAt": "2026-11-27T12:00:00Z",
+        "containers": [{"name": "main", "image": "busybox", "lastStatus": "STOPPED"}],
+        "tags": [{"key": "lambdalet.io/pod-namespace", "value": "d"}, {"key": "lambdalet.io/pod-name", "value": "p"},
+                 {"key": "lambdalet.io/pod-uid", "value": "u"}, {"key": "lambdalet.io/node", "value": "n"},
+                 {"key": "lambdalet.io/attempt", "value": "0"}],
+    }
+    throttled = {**base, "stoppedReason": "CannotPullContainerError: pull image manifest: toomanyrequests: "
+                                          "You have reached your pull rate limit."}
+    missing = {**base, "stoppedReason": "CannotPullContainerError: pull access denied, repository does not exist"}
+    assert machine_from_task(throttled).stop_cause == StopCause.START_RETRYABLE
+    assert machine_from_task(missing).stop_cause == StopCause.FAILED_TO_START

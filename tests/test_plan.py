@@ -305,3 +305,16 @@ def test_crash_loop_backoff_is_forgotten_after_a_long_run():
     long_run = short.model_copy(update={"started_at": T0 - timedelta(hours=2)})
     assert p.restart_delay(long_run) == p.backoff(0)
     assert p.plan(NODE, [pd], [long_run], T0 + timedelta(seconds=11)).of(p.Create)
+
+
+def test_a_start_that_failed_for_a_passing_reason_is_retried_whatever_the_policy():
+    pd = pod(restart="Never")
+    throttled = machine(pd, MachinePhase.STOPPED, codes=[0], cause=StopCause.START_RETRYABLE, stopped=T0,
+                        reason="CannotPullContainerError: toomanyrequests: You have reached your pull rate limit")
+    waiting = p.plan(NODE, [pd], [throttled], T0 + timedelta(seconds=2))
+    status = only(waiting, p.PatchStatus).status
+    assert status["phase"] == "Pending"
+    assert status["containerStatuses"][0]["state"]["waiting"]["reason"] == "StartBackOff"
+    assert "pull rate limit" in status["containerStatuses"][0]["state"]["waiting"]["message"]
+    retry = only(p.plan(NODE, [pd], [throttled], T0 + p.backoff(0)), p.Create)
+    assert retry.spec.attempt == 1

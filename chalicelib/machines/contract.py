@@ -98,7 +98,8 @@ class MachinePhase(str, enum.Enum):
 class StopCause(str, enum.Enum):
     EXITED = "exited"  # the containers ran and exited on their own
     REQUESTED = "requested"  # someone asked for the stop (us, or out of band)
-    FAILED_TO_START = "failed_to_start"  # e.g. image pull failed: a permanent error
+    FAILED_TO_START = "failed_to_start"  # e.g. image does not exist: a permanent error
+    START_RETRYABLE = "start_retryable"  # did not start for a passing reason (registry throttling, network setup)
     LOST = "lost"  # the cloud took it away (host failure, spot interruption)
 
 

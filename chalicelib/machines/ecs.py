@@ -451,6 +451,16 @@ def _container_run(c: Mapping, task: Mapping, phase: MachinePhase) -> ContainerR
     return ContainerRun(state="waiting", reason="ContainerCreating", message=reason, **common)
 
 
+# Start failures that pass by themselves (kubelet's ImagePullBackOff retries these):
+# registry rate limits, and the ENI/secrets/registry calls of task set-up timing out.
+_PASSING_START_FAILURES = ("toomanyrequests", "429 too many requests", "rate exceeded", "throttl",
+                           "resourceinitializationerror", "i/o timeout", "context deadline exceeded")
+
+
+def _passing(reason: str) -> bool:
+    return any(marker in reason.lower() for marker in _PASSING_START_FAILURES)
+
+
 def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
     """A DescribeTasks task, or an "ECS Task State Change" event ``detail``,
     as a Machine; None when it is not one of ours.
@@ -491,6 +501,8 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
         if stop_cause is None and phase == MachinePhase.STOPPED:
             exited = all_stopped and all(c.get("exitCode") is not None for c in containers)
             stop_cause = StopCause.EXITED if exited else StopCause.LOST
+    if stop_cause == StopCause.FAILED_TO_START and _passing(task.get("stoppedReason") or ""):
+        stop_cause = StopCause.START_RETRYABLE
     ip = _task_ip(task)
     try:
         attempt = int(t.get(TAG_ATTEMPT, "0"))
