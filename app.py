@@ -5,7 +5,6 @@ from chalice import BadRequestError, Chalice, Rate, UnauthorizedError
 from chalicelib import telemetry, usecases, wiring
 
 app = Chalice(app_name="lambdalet")
-log = telemetry.logger
 
 
 @app.route("/audit", methods=["POST"], content_types=["application/json"])
