@@ -162,7 +162,8 @@ def test_two_invocations_at_once_over_http_never_crash(stack):
     assert errors == [] and len(reports) == 2
     # Under tight contention a beat may lose twice (conflict, re-read, conflict):
     # then the other invocation has just renewed the lease, which is what matters.
-    assert all(r[NODE]["renewed"] >= 3 for r in reports)
+    # Every lost beat is paired with a won one, so at least half of the 12 beats win.
+    assert sum(r[NODE]["renewed"] for r in reports) >= 6
     assert sum(r[NODE]["failed"] for r in reports) <= sum(r[NODE]["conflicts"] for r in reports)
 
 
