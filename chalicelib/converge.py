@@ -41,9 +41,8 @@ class Converger:
         try:
             machine = self.backend.create(action.spec)
         except TransientMachineError as err:
-            message = f"{err}; lambdalet retries on its next pass"
-            status = ps.running_status(pod, None, now, restart_count=action.spec.attempt,
-                                       previous=action.previous, waiting=("ProviderBackOff", message))
+            status = ps.create_backoff_status(pod, now, restart_count=action.spec.attempt,
+                                              previous=action.previous, error=str(err))
             self._patch(pod, status)
             self._event(pod, "Warning", "FailedCreateMachine", str(err))
             return

@@ -82,6 +82,12 @@ def backoff(attempt: int) -> timedelta:
     return min(BACKOFF_BASE * (2**attempt), BACKOFF_CAP)
 
 
+def create_delay(first_failure: datetime, last_failure: datetime) -> timedelta:
+    """After failed creates, wait as long as they have been failing (so the
+    waits double), at least the back-off base and at most its cap."""
+    return min(max(last_failure - first_failure, BACKOFF_BASE), BACKOFF_CAP)
+
+
 def restart_delay(machine: Machine) -> timedelta:
     """How long to wait before restarting after ``machine`` exited."""
     ran = (machine.stopped_at - machine.started_at) if machine.stopped_at and machine.started_at else timedelta(0)
@@ -257,7 +263,8 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
 
 
 def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine | None, now: datetime) -> bool:
-    """Plan the machine of ``attempt``; False when the pod cannot run at all."""
+    """Plan the machine of ``attempt``; False when no create is planned (the pod
+    cannot run at all, or creates are backing off)."""
     try:
         spec = machine_spec(pod, node, attempt)
     except UnsupportedPod as err:
@@ -267,6 +274,9 @@ def _create(result: Plan, node: str, pod: dict, attempt: int, previous: Machine 
                                   container_state=state, restart_count=attempt)
         result.add(PatchStatus(pod, status), Emit(pod, "Warning", "ProviderCreateFailed", message))
         return False
+    failing = ps.create_backoff(pod)
+    if failing and now < failing[1] + create_delay(*failing):
+        return False  # the cloud refused lately: the pod shows it; try again after the back-off
     status = ps.running_status(pod, None, now, restart_count=attempt, previous=previous)
     result.add(Create(pod, spec, status, previous))
     return True

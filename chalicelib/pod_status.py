@@ -11,9 +11,12 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase
-from chalicelib.timefmt import rfc3339
+from chalicelib.timefmt import parse_iso, rfc3339
 
 CONDITION_TYPES = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+# Ours: shown while creates fail for a passing reason. lastTransitionTime = the
+# first failure, lastProbeTime = the latest: the back-off is derived from them.
+CREATE_BACKOFF = "lambdalet.io/MachineCreateBackOff"
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
 # Pod-level reasons (status.reason); "ProviderFailed" is virtual-kubelet's own.
@@ -48,8 +51,10 @@ def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datet
             condition["reason"] = reason
         out.append(condition)
     # Conditions others own (DisruptionTarget, readiness gates) go through untouched:
-    # the merge patch replaces the whole list.
-    out += [c for c in (pod.get("status") or {}).get("conditions") or [] if c.get("type") not in CONDITION_TYPES]
+    # the merge patch replaces the whole list. Our back-off condition is written
+    # only by create_backoff_status: any other status clears it.
+    out += [c for c in (pod.get("status") or {}).get("conditions") or []
+            if c.get("type") not in CONDITION_TYPES and c.get("type") != CREATE_BACKOFF]
     return out
 
 
@@ -164,6 +169,31 @@ def running_status(
     status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now)
     status["containerStatuses"] = statuses
     return status
+
+
+def create_backoff_status(pod: dict, now: datetime, *, restart_count: int, previous: Machine | None,
+                          error: str) -> dict:
+    """A create failed for a passing reason: containers wait (ProviderBackOff) and
+    the back-off condition records when the failures began and the latest one."""
+    message = f"{error}; lambdalet retries with back-off"
+    status = running_status(pod, None, now, restart_count=restart_count, previous=previous,
+                            waiting=("ProviderBackOff", message))
+    first = (create_backoff(pod) or (now, now))[0]
+    status["conditions"].append({
+        "type": CREATE_BACKOFF, "status": "True", "reason": "CloudRefusedForNow", "message": error[:1024],
+        "lastTransitionTime": rfc3339(first), "lastProbeTime": rfc3339(now),
+    })
+    return status
+
+
+def create_backoff(pod: dict) -> tuple[datetime, datetime] | None:
+    """(first, latest) failed create the pod shows, or None."""
+    for condition in (pod.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == CREATE_BACKOFF and condition.get("status") == "True":
+            first, last = parse_iso(condition.get("lastTransitionTime")), parse_iso(condition.get("lastProbeTime"))
+            if first and last:
+                return first, last
+    return None
 
 
 def exited_status(pod: dict, machine: Machine, now: datetime, *, restart_count: int, previous: Machine | None) -> dict:

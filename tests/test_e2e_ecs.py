@@ -267,8 +267,15 @@ def test_throttled_create_is_shown_as_waiting_then_retried_by_the_next_pass(stac
     [event] = [e for e in stack.events_of("web") if e["reason"] == "FailedCreateMachine"]
     assert event["type"] == "Warning" and "Rate exceeded" in event["message"]
     assert stack.tasks() == []
+    backoff = [c for c in stack.pod("web")["status"]["conditions"] if c["type"] == "lambdalet.io/MachineCreateBackOff"]
+    assert backoff and backoff[0]["status"] == "True" and "ThrottlingException" in backoff[0]["message"]
+    stack.reconcile()  # within the back-off: no new RunTask
+    assert stack.tasks() == [] and stack.plane.run_failures == []
+    stack.advance(10)
     stack.settle(rounds=4, reconcile=True)
     assert phase(stack, "web") == "Running" and len(stack.tasks()) == 1
+    conditions = {c["type"] for c in stack.pod("web")["status"]["conditions"]}
+    assert "lambdalet.io/MachineCreateBackOff" not in conditions  # cleared once the create went through
 
 
 @pytest.mark.parametrize("path", ["/audit", "/admission/validate", "/admission/mutate"])

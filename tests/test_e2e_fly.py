@@ -249,6 +249,7 @@ def test_capacity_everywhere_waits_and_says_why_then_recovers(stack):
     waiting = container(pod)["state"]["waiting"]
     assert waiting["reason"] == "ProviderBackOff" and "capacity" in waiting["message"]
     assert any(e["reason"] == "FailedCreateMachine" for e in stack.events_of("web"))
+    stack.advance(10)  # the create back-off
     stack.settle(rounds=4, reconcile=True)
     assert phase(stack, "web") == "Running"
 
@@ -290,6 +291,8 @@ def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
         "before-call.dynamodb", lambda model, **_: called.add(f"dynamodb:{model.name}"))
     stack.fly.no_capacity(times=2)  # a refused create releases its claim (DeleteItem)
     stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.settle(rounds=2, reconcile=True)
+    stack.advance(10)  # the create back-off
     stack.settle(rounds=4, reconcile=True)
     assert phase(stack, "web") == "Running"
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= called

@@ -114,6 +114,16 @@ def test_status_validation_qos_immutable_and_lastState(core):
     assert raw["status"]["containerStatuses"][0]["lastState"] == {}
 
 
+def test_condition_types_are_qualified_names_prefix_allowed(core):
+    core.create_namespaced_pod("default", pod_body("q"))
+    ok = {"type": "example.com/feature-1", "status": "True"}  # as readiness gates name them
+    core.patch_namespaced_pod_status("q", "default", {"status": {"conditions": [ok]}})
+    for bad in ("Bad_Prefix/feature", "example.com/", "not a valid type!"):
+        with pytest.raises(ApiException) as e:
+            core.patch_namespaced_pod_status("q", "default", {"status": {"conditions": [{"type": bad, "status": "True"}]}})
+        assert e.value.status == 422 and err(e.value)["details"]["causes"][0]["field"] == "status.conditions[0].Type"
+
+
 def test_spec_update_forbidden_beyond_mutable_fields(core):
     core.create_namespaced_pod("default", pod_body("a"))
     with pytest.raises(ApiException) as e:

@@ -318,3 +318,20 @@ def test_a_start_that_failed_for_a_passing_reason_is_retried_whatever_the_policy
     assert "pull rate limit" in status["containerStatuses"][0]["state"]["waiting"]["message"]
     retry = only(p.plan(NODE, [pd], [throttled], T0 + p.backoff(0)), p.Create)
     assert retry.spec.attempt == 1
+
+
+def test_failed_creates_back_off_longer_the_longer_they_fail():
+    from chalicelib.pod_status import create_backoff_status
+
+    pd = pod()
+    once = with_status(pd, create_backoff_status(pd, T0, restart_count=0, previous=None, error="Capacity is unavailable"))
+    assert not p.plan(NODE, [once], [], T0 + timedelta(seconds=9)).of(p.Create)
+    assert p.plan(NODE, [once], [], T0 + timedelta(seconds=10)).of(p.Create)
+    # failing since T0, latest at T0+2min: the next try waits 2 more minutes
+    later = with_status(once, create_backoff_status(once, T0 + timedelta(minutes=2), restart_count=0,
+                                                     previous=None, error="Capacity is unavailable"))
+    first, last = __import__("chalicelib.pod_status", fromlist=["x"]).create_backoff(later)
+    assert (first, last) == (T0, T0 + timedelta(minutes=2))
+    assert not p.plan(NODE, [later], [], T0 + timedelta(minutes=3, seconds=59)).of(p.Create)
+    assert p.plan(NODE, [later], [], T0 + timedelta(minutes=4)).of(p.Create)
+    assert p.create_delay(T0, T0 + timedelta(hours=1)) == p.BACKOFF_CAP

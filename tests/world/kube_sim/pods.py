@@ -153,7 +153,10 @@ def validate_status(status: dict, old_status: dict | None = None) -> list[dict]:
         causes.append(E.cause_invalid("status.hostIP", status["hostIP"], IP_MSG))
     for i, c in enumerate(status.get("conditions") or []):
         t = c.get("type", "")
-        if not QUALIFIED_NAME_PART.match(t or "") or len(t) > 63:
+        # A qualified name, as readiness gates use them: an optional DNS-subdomain
+        # prefix ("example.com/") and a name part of at most 63 characters.
+        prefix, _, name = (t or "").rpartition("/")
+        if not QUALIFIED_NAME_PART.match(name) or len(name) > 63 or (prefix and not _dns_subdomain(prefix)):
             causes.append(E.cause_invalid(f"status.conditions[{i}].Type", t, QNAME_MSG))
     if old_status is not None and old_status.get("qosClass") and status.get("qosClass") != old_status.get("qosClass"):
         causes.append(E.cause_invalid("status.qosClass", status.get("qosClass"), "field is immutable"))
@@ -331,3 +334,7 @@ def human_duration(seconds: float) -> str:
         d = (h // 24) % 365
         return f"{y}y" if d == 0 else f"{y}y{d}d"
     return f"{y}y"
+
+
+def _dns_subdomain(text: str) -> bool:
+    return len(text) <= 253 and re.fullmatch(r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*", text) is not None
