@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from collections.abc import Iterable
 from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -179,6 +180,11 @@ class MachineBackend(Protocol):
     def list(self, node: str) -> list[Machine]:
         """Every machine of ``node`` the cloud still reports, stopped ones
         included, in O(pages) calls whatever their number."""
+        ...
+
+    def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
+        """``list`` for several nodes at once, in the calls of one listing:
+        nodes served by one cluster/app are listed once, not once per node."""
         ...
 
     def get(self, machine_id: str) -> Machine | None:

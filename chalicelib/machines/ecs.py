@@ -679,16 +679,21 @@ class EcsBackend:
         return machine
 
     def list(self, node: str) -> list[Machine]:
+        return self.list_nodes([node])[node]
+
+    def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
+        # One listing of the cluster serves every node on it.
+        out: dict[str, list[Machine]] = {node: [] for node in nodes}
         arns = self._list_arns(desiredStatus="RUNNING")
         seen = set(arns)
         arns += [a for a in self._list_arns(desiredStatus="STOPPED") if a not in seen]
-        out: list[Machine] = []
         for task in self._describe(arns) if arns else []:
-            if _tag_map(task.get("tags")).get(TAG_NODE) != node:
+            node = _tag_map(task.get("tags")).get(TAG_NODE)
+            if node not in out:
                 continue
             machine = machine_from_task(task)
             if machine is not None:
-                out.append(machine)
+                out[node].append(machine)
         return out
 
     def get(self, machine_id: str) -> Machine | None:

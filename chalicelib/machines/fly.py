@@ -678,17 +678,22 @@ class FlyBackend:
         return machine
 
     def list(self, node: str) -> list[Machine]:
-        out: list[Machine] = []
+        return self.list_nodes([node])[node]
+
+    def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
+        # One listing of the app serves every node on it.
+        out: dict[str, list[Machine]] = {node: [] for node in nodes}
         for m in self._call("list", self.api.list_machines):
             meta = (m.get("config") or {}).get("metadata") or {}
-            if meta.get(META_NODE) != node or meta.get(MARKER) != MARKER_VALUE:
+            node = meta.get(META_NODE)
+            if node not in out or meta.get(MARKER) != MARKER_VALUE:
                 continue
             if m.get("state") in _STOPPED | {"failed"} and not m.get("events"):
                 # Where a list omits events, the exit is in the machine itself.
                 m = self._get_raw(str(m.get("id"))) or m
             machine = machine_from_fly(m)
             if machine is not None:
-                out.append(machine)
+                out[node].append(machine)
         return out
 
     def _get_raw(self, machine_id: str) -> dict | None:
