@@ -176,7 +176,7 @@ def admission() -> None:
                                                           uid=created["metadata"]["uid"])
             binding["request"]["object"]["target"]["name"] = NODE
             t = time.perf_counter()
-            result = usecases.handle_admission(world, json.dumps(binding).encode(), "validate")
+            usecases.handle_admission(world, json.dumps(binding).encode(), "validate")
             times.append((time.perf_counter() - t) * 1000)
         print(f"binding fast path (read pod + RunTask on moto)  {statistics.median(times):8.1f} ms  "
               f"(p-max {max(times):.1f} ms, tasks {len(stack.tasks())})")

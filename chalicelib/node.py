@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from chalicelib.kube.client import KubeClient
 from chalicelib.timefmt import micro_time, rfc3339

@@ -8,7 +8,7 @@ conditions leave pods stuck in real clusters, so we never write a partial one.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import datetime
 
 from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase
 from chalicelib.timefmt import parse_iso, rfc3339

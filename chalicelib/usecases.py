@@ -1,4 +1,5 @@
-"""The use cases behind each entry point: reconcile, audit batch, machine event.
+"""The use cases behind each entry point: reconcile, heartbeat, audit batch,
+machine event, admission review.
 
 Each builds the pods and machines it needs, asks ``plan`` what to do and lets
 the Converger do it. The scheduled reconcile is the source of truth; audit and
@@ -18,14 +19,15 @@ from datetime import datetime, timezone
 from pydantic import ValidationError
 
 from chalicelib import heartbeat as beats
+from chalicelib import pod_status as ps
 from chalicelib.converge import Converger
 from chalicelib.kube.client import KubeClient
 from chalicelib.kube.payloads import PodTouch, parse_batch, pod_touch
-from chalicelib import pod_status as ps
 from chalicelib.machines.contract import MachineBackend
 from chalicelib.plan import Create, Finalize, Plan, plan
 
 log = logging.getLogger("lambdalet.usecases")
+
 
 class BadPayload(ValueError):
     """The request body is not what the endpoint takes: answer 400 with this message."""

@@ -44,7 +44,6 @@ def test_node_is_registered_ready_with_taint_labels_and_lease(stack):
     assert {"key": "virtual-kubelet.io/provider", "value": "ecs", "effect": "NoSchedule"} in node["spec"]["taints"]
     ready = {c["type"]: c for c in node["status"]["conditions"]}["Ready"]
     assert ready["status"] == "True"
-    lease = stack.sim.api_client().call_api  # the lease exists in kube-node-lease
     from kubernetes.client import CoordinationV1Api
     got = CoordinationV1Api(stack.sim.api_client()).read_namespaced_lease(NODE, "kube-node-lease")
     assert got.spec.holder_identity == NODE and got.spec.renew_time is not None

@@ -16,7 +16,6 @@ from chalicelib.machines.claims import Claims, Held
 from chalicelib.machines.contract import (
     MachineNotFound,
     MachinePhase,
-    MachineSpec,
     PermanentMachineError,
     StopCause,
     TransientMachineError,

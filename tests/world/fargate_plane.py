@@ -55,7 +55,6 @@ lastStatus, desiredStatus or a container status changed, as ECS does.
 from __future__ import annotations
 
 import hashlib
-import re
 import shlex
 import threading
 import uuid

@@ -240,7 +240,7 @@ class Api:
         if m == "DELETE":
             ctx.verb = "deletecollection"
             return lambda: self.delete_collection(ctx)
-        raise E.ApiError(405, "MethodNotAllowed", f"the server does not allow this method on the requested resource", {})
+        raise E.ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})
 
     # ------------------------------------------------------------------ helpers
     def now(self):
@@ -338,7 +338,6 @@ class Api:
         from .selectors import parse_field_selector, parse_label_selector
         lsel = parse_label_selector(q.get("labelSelector"))
         fsel = parse_field_selector(q.get("fieldSelector"), rt.field_labels, rt.field_convert)
-        storage_rt = self._storage(rt)
         return lambda stored: lsel((stored.get("metadata") or {}).get("labels") or {}) and fsel(stored)
 
     def list(self, ctx: Ctx) -> Response:
@@ -485,9 +484,9 @@ class Api:
         kind = PATCH_TYPES.get(ctype)
         if kind is None or kind == "apply":
             raise E.ApiError(415, "UnsupportedMediaType",
-                             f"the body of the request was in an unknown format - accepted media types include: "
-                             f"application/json-patch+json, application/merge-patch+json, "
-                             f"application/strategic-merge-patch+json", {})
+                             "the body of the request was in an unknown format - accepted media types include: "
+                             "application/json-patch+json, application/merge-patch+json, "
+                             "application/strategic-merge-patch+json", {})
         patch = self._decode(ctx)
         ctx.request_object = patch
         with self.store.lock:

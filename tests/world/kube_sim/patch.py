@@ -272,4 +272,4 @@ def apply_patch(kind: str, current: dict, patch, schema: dict | None, walker: Sc
     except PatchError:
         # kube-apiserver answers a failed json-patch (e.g. a `test` op) with a bare 422.
         raise ApiError(422, "Invalid", "the server rejected our request due to an error in our request", {})
-    raise ApiError(415, "UnsupportedMediaType", f"the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")
+    raise ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - accepted media types include: application/json-patch+json, application/merge-patch+json, application/strategic-merge-patch+json")

@@ -89,7 +89,7 @@ def admit(pod: dict, rng=None) -> None:
 
 
 def qos_class(spec: dict) -> str:
-    requests, limits, any_set = {}, {}, False
+    any_set = False
     guaranteed = True
     for c in spec.get("containers", []):
         r = (c.get("resources") or {})
