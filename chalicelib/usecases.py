@@ -233,7 +233,6 @@ def handle_machine_event(world: World, event: dict) -> dict:
 class AdmissionResult:
     body: dict  # the AdmissionReview to answer
     errors: list[str] = field(default_factory=list)  # internal errors (logged; the answer allowed)
-    started: dict = field(default_factory=dict)  # the binding fast path's actions
 
 
 def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult:
@@ -267,7 +266,7 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
         decision = admission.Decision()
     if decision.binding is not None and not request.dryRun:
         try:
-            result.started = dict(_start_bound(world, decision.binding))
+            _start_bound(world, decision.binding)
         except Exception as err:  # noqa: BLE001 - the audit path and the reconciler catch up
             log.exception("binding fast path failed for %s/%s", decision.binding.namespace, decision.binding.name)
             result.errors.append(f"binding: {err!r}")
