@@ -1,4 +1,4 @@
-"""The payloads captured from a real kube-apiserver (../shared/samples), located from the repo."""
+"""Where the test world's recorded fixtures live: `tests/fixtures/` (see its README)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import json
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-SAMPLES = REPO.parent / "shared" / "samples" / "kube-apiserver-1.36"
+FIXTURES = REPO / "tests" / "fixtures"
+SAMPLES = FIXTURES / "kube-apiserver-1.36"
+GOLDEN = SAMPLES / "golden"
+FLY_SPEC = FIXTURES / "fly" / "fly-machines-swagger.json"
 
 
 def sample(name: str) -> dict:
-    path = SAMPLES / name
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the shared/ folder must sit beside the repo")
-    return json.loads(path.read_text())
+    return json.loads((SAMPLES / name).read_text())

@@ -1,5 +1,5 @@
 """Admission decisions (chalicelib/admission.py) on the real AdmissionReviews of
-shared/samples and variants of them. Pure: no I/O."""
+tests/fixtures and variants of them. Pure: no I/O."""
 
 from __future__ import annotations
 

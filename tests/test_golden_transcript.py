@@ -1,5 +1,5 @@
 """Replays the 73 exchanges recorded against a real kube-apiserver v1.36.2
-(shared/samples/kube-apiserver-1.36/golden/transcript.jsonl) against one fresh
+(tests/fixtures/kube-apiserver-1.36/golden/transcript.jsonl) against one fresh
 KubeSim, in order, and compares status, Content-Type, Warning and the whole body.
 
 Volatile values (uids, generated names, timestamps, resourceVersions, continue
@@ -17,7 +17,7 @@ import http.client
 from types import SimpleNamespace
 
 from tests.world.kube_sim import KubeSim
-from tests.world.kube_sim.schema import golden_dir
+from tests.samples import GOLDEN
 
 # Exchanges not compared field by field, and why (everything else is compared in full).
 NOT_COVERED = {
@@ -43,7 +43,7 @@ RV_KEYS = {"resourceVersion"}
 
 
 def load():
-    with open(golden_dir() / "transcript.jsonl") as f:
+    with open(GOLDEN / "transcript.jsonl") as f:
         return [json.loads(line) for line in f]
 
 

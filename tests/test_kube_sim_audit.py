@@ -1,5 +1,5 @@
 """The audit webhook backend: payloads shaped like the real ones in
-shared/samples/kube-apiserver-1.36/audit-eventlist*.json, and the batch-mode
+tests/fixtures/kube-apiserver-1.36/audit-eventlist*.json, and the batch-mode
 delivery behaviour (size/time batching, retry, drop, duplicate, reorder, overflow)
 that lambdalet's /audit endpoint must tolerate."""
 from __future__ import annotations
@@ -11,10 +11,9 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 from tests.world.kube_sim import KubeSim
-from tests.world.kube_sim.schema import shared_dir
+from tests.samples import SAMPLES
 from tests.world.kube_sim.testing import node_body, pod_body, sim  # noqa: F401
 
-SAMPLES = shared_dir() / "samples" / "kube-apiserver-1.36"
 
 
 def sample(name):

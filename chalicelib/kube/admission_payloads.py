@@ -3,7 +3,7 @@
 Only the fields lambdalet reads are declared, the rest is ignored, so a newer
 apiserver adding fields never breaks parsing. ``object``/``oldObject`` stay raw
 dicts (camelCase, as the Kubernetes API returns them): the pure pod code reads
-them as it reads any pod. See shared/samples/kube-apiserver-1.36/admission-*.json.
+them as it reads any pod. See tests/fixtures/kube-apiserver-1.36/admission-*.json.
 """
 
 from __future__ import annotations

@@ -23,27 +23,18 @@ from __future__ import annotations
 import copy
 import json
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft4Validator
 
-SPEC_PATH = Path("/work/shared/specs/fly-machines-swagger.json")
+from tests.samples import FLY_SPEC
+
 GO_DURATION = r"^([0-9]+(\.[0-9]+)?(ns|us|µs|ms|s|m|h))+$"
-
-
-def _candidates() -> list[Path]:
-    here = Path(__file__).resolve()
-    return [SPEC_PATH, here.parents[3].parent / "shared" / "specs" / "fly-machines-swagger.json",
-            here.parents[3] / "specs" / "fly-machines-swagger.json"]
 
 
 @lru_cache(maxsize=1)
 def spec() -> dict:
-    for path in _candidates():
-        if path.exists():
-            return json.loads(path.read_text())
-    raise FileNotFoundError("fly-machines-swagger.json not found in " + ", ".join(map(str, _candidates())))
+    return json.loads(FLY_SPEC.read_text())
 
 
 def _close(node: Any) -> None:

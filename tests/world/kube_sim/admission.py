@@ -1,7 +1,7 @@
 """Dynamic admission, as kube-apiserver does it: MutatingWebhookConfiguration and
 ValidatingWebhookConfiguration objects (admissionregistration.k8s.io/v1), and the
 chain that calls their webhooks with AdmissionReview v1 requests shaped like
-shared/samples/kube-apiserver-1.36/admission-*.json.
+tests/fixtures/kube-apiserver-1.36/admission-*.json.
 
 What is simulated: rules (operations, apiGroups, apiVersions, resources with
 ``pods``, ``pods/binding``, ``pods/*``, ``*``, ``*/*``, scope), namespaceSelector,

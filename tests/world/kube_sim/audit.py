@@ -1,5 +1,5 @@
 """Audit: events shaped like kube-apiserver's audit.k8s.io/v1 (see
-shared/samples/kube-apiserver-1.36/audit-eventlist*.json) and a batching webhook
+tests/fixtures/kube-apiserver-1.36/audit-eventlist*.json) and a batching webhook
 backend that behaves like `--audit-webhook-mode=batch`: buffer, send EventList
 batches at `batch_max_size` events or after `batch_max_wait`, retry non-2xx with
 backoff, drop when the buffer overflows. Fault switches (drop, duplicate, reorder)

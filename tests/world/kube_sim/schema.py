@@ -14,27 +14,14 @@ from pathlib import Path
 import jsonschema
 from referencing import Registry, Resource
 
+from tests.samples import GOLDEN
+
 _lock = threading.Lock()
-
-
-def shared_dir() -> Path:
-    """The project's `shared/` directory: a sibling of the repository root."""
-    repo_root = Path(__file__).resolve().parents[3]
-    d = repo_root.parent / "shared"
-    if not (d / "samples" / "kube-apiserver-1.36").is_dir():
-        raise RuntimeError(
-            f"kube_sim needs the shared samples at {d}/samples/kube-apiserver-1.36 "
-            f"(shared/ must sit beside the repository root {repo_root})")
-    return d
-
-
-def golden_dir() -> Path:
-    return shared_dir() / "samples" / "kube-apiserver-1.36" / "golden"
 
 
 @functools.lru_cache(maxsize=1)
 def openapi_v1_bytes() -> bytes:
-    return (golden_dir() / "openapi-v3-api-v1.json").read_bytes()
+    return (GOLDEN / "openapi-v3-api-v1.json").read_bytes()
 
 
 @functools.lru_cache(maxsize=1)
