@@ -281,7 +281,7 @@ def test_response_carries_the_patch_base64_with_its_type():
 
 
 def test_a_backend_that_runs_one_container_refuses_two_at_admission():
-    from chalicelib.machines.fly_guest import SIZES as FLY
+    from chalicelib.machines.fly.guest import SIZES as FLY
 
     pod = {"metadata": {"name": "two"}, "spec": {"containers": [
         {"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}}
@@ -294,7 +294,7 @@ def test_a_backend_that_runs_one_container_refuses_two_at_admission():
 
 
 def test_each_node_is_judged_by_its_own_backends_sizes():
-    from chalicelib.machines.fly_guest import SIZES as FLY
+    from chalicelib.machines.fly.guest import SIZES as FLY
 
     nodes = {"vk-ecs": node_object("vk-ecs", "ecs", "us-east-1", CAPACITY, NOW),
              "vk-fly": node_object("vk-fly", "fly", "ams", CAPACITY, NOW)}

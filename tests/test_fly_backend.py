@@ -32,7 +32,7 @@ from chalicelib.machines.fly import (
     machine_name,
     metadata,
 )
-from chalicelib.machines.fly_guest import fit
+from chalicelib.machines.fly.guest import fit
 from chalicelib.pod_spec import machine_spec
 from tests.world.fargate_plane import Clock
 from tests.world.fly_fake import FlyFake

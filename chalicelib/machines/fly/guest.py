@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .contract import PermanentMachineError
+from ..contract import PermanentMachineError
 
 MEMORY_STEP_MB = 256
 SHARED_BASELINE_MILLIS = 62.5  # 1/16 of a core per shared vCPU
@@ -78,7 +78,7 @@ def fit(cpu_millis: int, memory_mib: int) -> Guest:
 
 
 def _admission_sizes():
-    from .contract import MachineSizes
+    from ..contract import MachineSizes
 
     return MachineSizes(
         label="Fly Machines",
