@@ -1,8 +1,13 @@
-"""lambdalet's entry points. Each parses, calls one use case, answers; the rest is in chalicelib/."""
+"""lambdalet's entry points. Each parses, calls one use case, answers; the rest is in chalicelib/.
+
+Each entry point imports its own use case when first called: a Lambda
+container answering admission reviews never loads the reconciler, and the
+other way round (cold start is paid on every scale-out).
+"""
 
 from chalice import BadRequestError, Chalice, Rate, UnauthorizedError
 
-from chalicelib import telemetry, usecases, wiring
+from chalicelib import wiring
 
 app = Chalice(app_name="lambdalet")
 
@@ -10,10 +15,14 @@ app = Chalice(app_name="lambdalet")
 @app.route("/audit", methods=["POST"], content_types=["application/json"])
 def audit():
     """kube-apiserver's audit webhook: EventList batches of pod bindings and deletes."""
+    from chalicelib import telemetry
+    from chalicelib.usecases import audit as usecase
+    from chalicelib.usecases.world import BadPayload
+
     _only_our_apiserver()
     try:
-        report = usecases.handle_audit(wiring.world(), app.current_request.raw_body)
-    except usecases.BadPayload as err:
+        report = usecase.handle_audit(wiring.world(), app.current_request.raw_body)
+    except BadPayload as err:
         telemetry.count("AuditBatchesRejected", 1)
         raise BadRequestError(str(err)) from None
     telemetry.count("AuditEventsMalformed", len(report.malformed))
@@ -33,10 +42,14 @@ def admission_mutate():
 
 
 def _admission(webhook: str) -> dict:
+    from chalicelib import telemetry
+    from chalicelib.usecases import admission_review as usecase
+    from chalicelib.usecases.world import BadPayload
+
     _only_our_apiserver()
     try:
-        result = usecases.handle_admission(wiring.world(), app.current_request.raw_body, webhook)
-    except usecases.BadPayload as err:
+        result = usecase.handle_admission(wiring.world(), app.current_request.raw_body, webhook)
+    except BadPayload as err:
         telemetry.count("AdmissionReviewsRejected", 1)
         raise BadRequestError(str(err)) from None
     telemetry.count("AdmissionErrors", len(result.errors), webhook=webhook)
@@ -44,7 +57,11 @@ def _admission(webhook: str) -> dict:
 
 
 def _only_our_apiserver() -> None:
-    if not usecases.caller_allowed(wiring.world(), app.current_request.headers.get("authorization")):
+    from chalicelib.usecases.world import caller_allowed
+
+    if not caller_allowed(wiring.world(), app.current_request.headers.get("authorization")):
+        from chalicelib import telemetry
+
         telemetry.count("WebhookCallsUnauthorized", 1)
         raise UnauthorizedError("lambdalet's webhooks take the bearer token of the apiserver's webhook kubeconfig")
 
@@ -52,19 +69,25 @@ def _only_our_apiserver() -> None:
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def reconcile(event):
     """The source of truth: converge every virtual node, keep its heartbeat."""
-    return usecases.reconcile(wiring.world())
+    from chalicelib.usecases import reconcile as usecase
+
+    return usecase.reconcile(wiring.world())
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
 def heartbeat(event):
     """Keep every virtual node Ready: renew its Lease every ~10 s for most of the minute."""
+    from chalicelib.usecases import heartbeat as usecase
+
     context = event.context
     budget = context.get_remaining_time_in_millis() / 1000 if context is not None else None
-    return usecases.heartbeat(wiring.world(), budget=budget)
+    return usecase.heartbeat(wiring.world(), budget=budget)
 
 
 # Filtering by cluster happens in the handler: the rule is fixed at deploy time.
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]})
 def on_machine_event(event):
     """ECS task state changes: the fast status path."""
-    return usecases.handle_machine_event(wiring.world(), event.to_dict())
+    from chalicelib.usecases import machine_event as usecase
+
+    return usecase.handle_machine_event(wiring.world(), event.to_dict())

@@ -65,8 +65,8 @@ def cold_reconcile() -> None:
             stack.reconcile()
             env = {k: v for k, v in os.environ.items() if k.startswith(("LAMBDALET_", "AWS_"))}
             env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-            code = ("import app\nfrom chalicelib import usecases, wiring\n"
-                    "usecases.reconcile(wiring.world())")
+            code = ("import app\nfrom chalicelib import wiring\nfrom chalicelib.usecases.reconcile import reconcile\n"
+                    "reconcile(wiring.world())")
             wall, mib = fresh(code, env=env)
             print(f"first reconcile, fresh process     {wall:8.1f} ms  {mib:6.1f} MiB  (import + clients + secret + heartbeat + lists)")
     finally:
@@ -79,11 +79,13 @@ def steady_reconcile(pods: int) -> None:
         for i in range(pods):
             stack.create_pod(virtual_pod(f"p{i}", command=["sh", "-c", "sleep 100000"]))
         stack.settle(rounds=4, reconcile=True, deliver_events=False)
-        from chalicelib import usecases, wiring
+        from chalicelib import wiring
+        from chalicelib.usecases import reconcile as usecases
+        from tests.world.stack import NODE
 
         world = wiring.world()
         ecs: Counter = Counter()
-        world.backend.ecs.meta.events.register("before-call.ecs", lambda model, **_: ecs.update([model.name]))
+        world.backend_for(NODE).ecs.meta.events.register("before-call.ecs", lambda model, **_: ecs.update([model.name]))
         before = Counter({k: v for k, v in stack.sim.api.calls.items() if k[0] == SA_USER})
         tracemalloc.start()
         times = []
@@ -112,7 +114,8 @@ def audit_batch() -> None:
         events = [e for body in captured for e in json.loads(body)["items"]][:400]
         body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {},
                            "items": events}).encode()
-        from chalicelib import usecases, wiring
+        from chalicelib import wiring
+        from chalicelib.usecases import audit as usecases
 
         t = time.perf_counter()
         report = usecases.handle_audit(wiring.world(), body)
@@ -148,7 +151,8 @@ def pure_plan(pods: int) -> None:
 
 def admission() -> None:
     """Webhook answers must come within the webhook timeout (5 s in infra/k8s/webhooks.yaml)."""
-    from chalicelib import usecases, wiring
+    from chalicelib import wiring
+    from chalicelib.usecases import admission_review as usecases
     from tests.samples import sample
     from tests.world.stack import NODE
 

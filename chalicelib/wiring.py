@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import lru_cache
 
 from chalicelib.settings import Settings, settings
-from chalicelib.usecases import World, utcnow
+from chalicelib.usecases.world import World, utcnow
 
 
 def secret(secret_id: str) -> str:
@@ -60,8 +60,7 @@ def build_world(config: Settings) -> World:
         region = mine.fly_region if mine.backend == "fly" else mine.region
         nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow())
     webhook_token = (lambda: secret(config.webhook_token_secret)) if config.webhook_token_secret else None
-    first = backends[config.node_names[0]]
-    return World(kube=kube, backend=first, backends=backends, nodes=nodes, webhook_token=webhook_token)
+    return World(kube=kube, backends=backends, nodes=nodes, webhook_token=webhook_token)
 
 
 # The settings a backend instance is built from (node capacity is not one).

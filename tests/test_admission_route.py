@@ -15,7 +15,7 @@ from chalicelib import wiring
 from chalicelib.machines.contract import Machine, MachinePhase, MachineSpec, TransientMachineError
 from chalicelib.machines.fargate_sizes import SIZES as FARGATE
 from chalicelib.node import node_object
-from chalicelib.usecases import World
+from chalicelib.usecases.world import World
 from tests.samples import REPO, sample
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
@@ -69,7 +69,7 @@ def unbound_pod() -> dict:
 def world(monkeypatch):
     # The sample pod tolerates virtual-kubelet.io/provider=test: the node's taint says "test".
     nodes = {"vk-test": node_object("vk-test", "test", "us-east-1", {"cpu": "10"}, NOW)}
-    w = World(kube=RecordingKube(unbound_pod()), backend=RecordingBackend(), nodes=nodes, clock=lambda: NOW)
+    w = World(kube=RecordingKube(unbound_pod()), backends={"vk-test": RecordingBackend()}, nodes=nodes, clock=lambda: NOW)
     monkeypatch.setattr(wiring, "world", lambda: w)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     return w
@@ -136,7 +136,7 @@ def test_malformed_review_is_a_400_with_a_reason(client, path, body, why):
 def test_binding_to_our_node_starts_the_machine_as_if_bound(client, world):
     status, body = post(client, "/admission/validate", sample("admission-pods-binding-create.json"))
     assert status == 200 and body["response"] == {"uid": "315006db-06b5-4df0-9c0d-3eb2461fd479", "allowed": True}
-    [spec] = world.backend.created
+    [spec] = world.backends["vk-test"].created
     assert (spec.pod.uid, spec.node, spec.attempt) == (UID, "vk-test", 0)
     assert world.kube.calls[0] == ("get_pod", "demo", "demo-pod")
     assert ("create_event", "Created") in world.kube.calls
@@ -147,7 +147,7 @@ def test_binding_again_creates_again_idempotently_keyed_on_the_pod_not_the_revie
         review = sample("admission-pods-binding-create.json")
         review["request"]["uid"] = uid
         post(client, "/admission/validate", review)
-    assert [(s.pod.uid, s.attempt) for s in world.backend.created] == [(UID, 0), (UID, 0)]
+    assert [(s.pod.uid, s.attempt) for s in world.backends["vk-test"].created] == [(UID, 0), (UID, 0)]
 
 
 @pytest.mark.parametrize("change", [
@@ -159,13 +159,13 @@ def test_dry_run_or_other_node_binding_has_no_side_effects(client, world, change
     review = with_ops(sample("admission-pods-binding-create.json"), **change)
     status, body = post(client, "/admission/validate", review)
     assert status == 200 and body["response"]["allowed"] is True
-    assert world.backend.created == [] and world.kube.calls == []
+    assert world.backends["vk-test"].created == [] and world.kube.calls == []
 
 
 def test_mutate_ignores_bindings(client, world):
     status, body = post(client, "/admission/mutate", sample("admission-pods-binding-create.json"))
     assert body["response"] == {"uid": "315006db-06b5-4df0-9c0d-3eb2461fd479", "allowed": True}
-    assert world.backend.created == []
+    assert world.backends["vk-test"].created == []
 
 
 @pytest.mark.parametrize("pod", [None, "other-uid", "bound-elsewhere", "deleting"])
@@ -179,11 +179,11 @@ def test_binding_fast_path_skips_a_pod_that_is_not_this_one(client, world, pod):
         p["metadata"]["deletionTimestamp"] = "2026-11-27T12:40:00Z"
     world.kube.pod = p if pod else None
     status, body = post(client, "/admission/validate", sample("admission-pods-binding-create.json"))
-    assert body["response"]["allowed"] is True and world.backend.created == []
+    assert body["response"]["allowed"] is True and world.backends["vk-test"].created == []
 
 
 def test_cloud_failure_in_the_fast_path_still_allows_the_binding(client, world):
-    world.backend.fail = TransientMachineError("ThrottlingException: Rate exceeded")
+    world.backends["vk-test"].fail = TransientMachineError("ThrottlingException: Rate exceeded")
     status, body = post(client, "/admission/validate", sample("admission-pods-binding-create.json"))
     assert status == 200 and body["response"]["allowed"] is True
 
@@ -198,7 +198,8 @@ def test_kube_failure_in_the_fast_path_still_allows_the_binding(client, world, m
 
 @pytest.mark.parametrize("path", ["/admission/validate", "/admission/mutate"])
 def test_internal_error_allows_and_is_reported(client, monkeypatch, path):
-    from chalicelib import admission, usecases
+    from chalicelib import admission
+    from chalicelib.usecases import admission_review
 
     def bug(*args, **kwargs):
         raise RuntimeError("a bug")
@@ -207,7 +208,7 @@ def test_internal_error_allows_and_is_reported(client, monkeypatch, path):
     review = with_ops(sample("admission-pod-create.json"), lambda p: p["spec"].update(hostPID=True))
     status, body = post(client, path, review)
     assert status == 200 and body["response"] == {"uid": "1c8285db-aacc-4714-aa70-a2ecf9dcf1ab", "allowed": True}
-    result = usecases.handle_admission(wiring.world(), json.dumps(review).encode(), "validate")
+    result = admission_review.handle_admission(wiring.world(), json.dumps(review).encode(), "validate")
     assert result.errors and "a bug" in result.errors[0]
 
 
@@ -216,4 +217,4 @@ def test_delete_reviews_are_allowed_without_side_effects(client, world, name):
     for path in ("/admission/validate", "/admission/mutate"):
         status, body = post(client, path, sample(name))
         assert status == 200 and body["response"]["allowed"] is True and "patch" not in body["response"]
-    assert world.backend.created == [] and world.kube.calls == []
+    assert world.backends["vk-test"].created == [] and world.kube.calls == []

@@ -229,7 +229,7 @@ def test_duplicate_task_from_a_racing_create_is_removed_keeping_the_oldest(stack
     stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
     stack.settle(rounds=4)
     [first] = stack.tasks()
-    backend = wiring.world().backend
+    backend = wiring.world().backend_for(NODE)
     spec = machine_spec(stack.pod("web"), NODE, 0)
     stack.advance(5)
     _run_duplicate(backend, spec)

@@ -287,7 +287,7 @@ def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
     policy = json.loads((REPO / ".chalice" / "policy-dev.json").read_text())
     statements = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
     called: set[str] = set()
-    wiring.world().backend.claims.db.meta.events.register(
+    wiring.world().backend_for(NODE).claims.db.meta.events.register(
         "before-call.dynamodb", lambda model, **_: called.add(f"dynamodb:{model.name}"))
     stack.fly.no_capacity(times=2)  # a refused create releases its claim (DeleteItem)
     stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))

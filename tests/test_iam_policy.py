@@ -4,7 +4,7 @@ import json
 from fnmatch import fnmatch
 
 from chalicelib import wiring
-from tests.world.stack import REPO, Stack, virtual_pod
+from tests.world.stack import NODE, REPO, Stack, virtual_pod
 
 POLICY = json.loads((REPO / ".chalice" / "policy-dev.json").read_text())
 
@@ -24,7 +24,7 @@ def test_every_ecs_call_of_a_pod_lifecycle_is_allowed():
     called: set[str] = set()
     with Stack() as stack:
         stack.reconcile()
-        client = wiring.world().backend.ecs
+        client = wiring.world().backend_for(NODE).ecs
         client.meta.events.register(
             "before-call.ecs", lambda model, **_: called.add(f"ecs:{model.name}"))
         stack.create_pod(virtual_pod("web", command=["sh", "-c", "sleep 1000"]))

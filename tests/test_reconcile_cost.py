@@ -5,7 +5,7 @@ from collections import Counter
 
 from chalicelib import wiring
 from chalicelib.kube import client as kube_client
-from tests.world.stack import SA_USER, Stack, virtual_pod
+from tests.world.stack import NODE, SA_USER, Stack, virtual_pod
 
 PODS = 60
 PAGE = 25
@@ -15,7 +15,7 @@ def calls_of(stack: Stack, run) -> tuple[Counter, Counter]:
     """The Kubernetes and ECS calls lambdalet makes during ``run()``."""
     ecs: Counter = Counter()
     hook = lambda model, **_: ecs.__setitem__(model.name, ecs[model.name] + 1)  # noqa: E731
-    events = wiring.world().backend.ecs.meta.events
+    events = wiring.world().backend_for(NODE).ecs.meta.events
     events.register("before-call.ecs", hook)
     before = Counter({k: v for k, v in stack.sim.api.calls.items() if k[0] == SA_USER})
     run()
