@@ -1,0 +1,78 @@
+"""AWS ECS Fargate backend: each machine is one Fargate task.
+
+Modules: ``identity`` (tags, startedBy, group, clientToken; pure), ``taskdef``
+(MachineSpec -> task definition; pure), ``status`` (task/event -> Machine;
+pure), ``client`` (client config, error classification), ``backend``
+(``EcsBackend``: the calls).
+
+Identity and idempotency
+    A machine is the task for ``(pod uid, attempt)``. ``create`` derives from
+    that pair a RunTask ``clientToken`` (AWS-side idempotency of the request)
+    and a ``startedBy`` value, and first looks the task up by ``startedBy``
+    (ListTasks) so a retry, a concurrent call or a call after a crash returns
+    the existing task instead of starting a second one. Every task is tagged
+    with the pod's namespace, name and UID, the node and the attempt
+    (``lambdalet.io/...``), which is all ``list`` needs to rebuild the picture.
+
+Task definitions
+    Content-addressed: the family is ``lambdalet-<hash>`` of the canonical JSON
+    of everything that goes into the task definition (containers, size,
+    stopTimeout, roles). Identical pod templates (Deployment replicas) share
+    one family/revision; it is registered once, on first use.
+
+    * Every container is ``essential``: a pod ends when its containers end,
+      and ECS stops the whole task as soon as one essential container exits.
+      A pod whose sidecar outlives its main container therefore ends with the
+      main container (the sidecar gets SIGTERM), which is the right outcome
+      for batch pods and a documented limit for pods mixing lifetimes.
+    * Size: task-level cpu/memory is the cheapest Fargate size holding the
+      pod's sum of max(request, limit) (``fargate_sizes.fit``). Each container
+      gets a soft ``memoryReservation`` (the task memory split evenly, which
+      ECS needs when it places containers and moto needs to run the task) and
+      no hard per-container ``memory`` limit: the task memory is the pod's
+      hard limit, per-container limits are not enforced separately.
+    * ``stopTimeout`` is the pod's terminationGracePeriodSeconds, clamped to
+      Fargate's 120 s. StopTask cannot override it per call, so
+      ``delete(grace_seconds=...)`` gets the template's grace period.
+    * Kubernetes ``command`` -> ECS ``entryPoint``; ``args`` -> ECS ``command``.
+
+Observed state
+    ``machine_from_task`` translates a DescribeTasks task (datetimes) or the
+    ``detail`` of an EventBridge "ECS Task State Change" event (ISO strings)
+    into a Machine. AWS documents no ``tags`` in that event detail, so the
+    identity is also written where events show it: ``startedBy`` =
+    ``lambdalet/<uid>/<attempt>`` and the task ``group`` =
+    ``lambdalet:<node>:<namespace>:<name>``; ``machine_from_event`` is pure.
+    ECS keeps stopped tasks visible for only about an hour: after that
+    ``list``/``get`` no longer report them.
+"""
+
+
+from .backend import DESCRIBE_BATCH, EcsBackend
+from .client import classify, client_config, failure_error, make_client
+from .identity import (
+    GROUP_PREFIX,
+    STARTED_BY_PREFIX,
+    TAG_ATTEMPT,
+    TAG_NAME,
+    TAG_NAMESPACE,
+    TAG_NODE,
+    TAG_PREFIX,
+    TAG_UID,
+    client_token,
+    identity_from_task,
+    parse_started_by,
+    started_by,
+    task_group,
+    task_tags,
+)
+from .status import image_id, is_task_state_change, machine_from_task
+from .taskdef import FAMILY_PREFIX, FARGATE_MAX_STOP_TIMEOUT, MAX_CONTAINERS, task_definition
+
+__all__ = [
+    "DESCRIBE_BATCH", "EcsBackend", "classify", "client_config", "failure_error", "make_client",
+    "GROUP_PREFIX", "STARTED_BY_PREFIX", "TAG_ATTEMPT", "TAG_NAME", "TAG_NAMESPACE", "TAG_NODE",
+    "TAG_PREFIX", "TAG_UID", "client_token", "identity_from_task", "parse_started_by", "started_by",
+    "task_group", "task_tags", "image_id", "is_task_state_change", "machine_from_task",
+    "FAMILY_PREFIX", "FARGATE_MAX_STOP_TIMEOUT", "MAX_CONTAINERS", "task_definition",
+]

@@ -1,0 +1,196 @@
+"""EcsBackend: the MachineBackend on ECS Fargate (the calls; translation
+lives in taskdef/status, error kinds in client). See the package docstring."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from ...timefmt import EPOCH
+from ..contract import Machine, MachineSpec, PermanentMachineError
+from ..fargate_sizes import SIZES
+from .client import _is_missing_task, _is_missing_task_definition, classify, failure_error
+from .identity import TAG_NODE, TAG_UID, _tag_map, client_token, started_by, task_group, task_tags
+from .status import _time, is_task_state_change, machine_from_task
+from .taskdef import task_definition
+
+DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
+
+
+class EcsBackend:
+    """MachineBackend on ECS Fargate. See the module docstring.
+
+    ``ecs_client``: a boto3 ECS client, ideally built with ``client_config()``
+    (``make_client``) so the SDK retries throttling/5xx with backoff.
+    """
+
+    def __init__(
+        self,
+        ecs_client: Any,
+        *,
+        cluster: str,
+        subnets: Iterable[str],
+        security_groups: Iterable[str] = (),
+        assign_public_ip: bool = False,
+        name: str = "ecs",
+        execution_role_arn: str | None = None,
+        task_role_arn: str | None = None,
+    ):
+        self.ecs = ecs_client
+        self.cluster = cluster
+        self.subnets = list(subnets)
+        self.security_groups = list(security_groups)
+        self.assign_public_ip = assign_public_ip
+        self.name = name
+        self.sizes = SIZES
+        self.keeps_stopped = False
+        self.execution_role_arn = execution_role_arn
+        self.task_role_arn = task_role_arn
+        self._families: dict[str, str] = {}  # family -> task definition ARN (warm cache)
+
+    # -- helpers ---------------------------------------------------------
+
+    def _call(self, action: str, method: str, **kwargs: Any) -> dict:
+        try:
+            return getattr(self.ecs, method)(**kwargs)
+        except Exception as e:  # classified in one place; nothing raw escapes
+            raise classify(e, action) from e
+
+    def _describe(self, arns: list[str]) -> list[dict]:
+        tasks: list[dict] = []
+        for i in range(0, len(arns), DESCRIBE_BATCH):
+            resp = self._call(
+                "DescribeTasks", "describe_tasks",
+                cluster=self.cluster, tasks=arns[i : i + DESCRIBE_BATCH], include=["TAGS"],
+            )
+            tasks.extend(resp.get("tasks") or [])
+        return tasks
+
+    def _list_arns(self, **filters: Any) -> list[str]:
+        try:
+            paginator = self.ecs.get_paginator("list_tasks")
+            arns: list[str] = []
+            for page in paginator.paginate(cluster=self.cluster, **filters):
+                arns.extend(page.get("taskArns") or [])
+            return arns
+        except Exception as e:
+            raise classify(e, "ListTasks") from e
+
+    def ensure_task_definition(self, spec: MachineSpec) -> str:
+        """ARN of the (shared) task definition for ``spec``; registers it once."""
+        td = task_definition(
+            spec, execution_role_arn=self.execution_role_arn, task_role_arn=self.task_role_arn
+        )
+        family = td["family"]
+        if family in self._families:
+            return self._families[family]
+        try:
+            resp = self.ecs.describe_task_definition(taskDefinition=family)
+            found = resp.get("taskDefinition") or {}
+            if found.get("status", "ACTIVE") == "ACTIVE":
+                self._families[family] = found["taskDefinitionArn"]
+                return found["taskDefinitionArn"]
+        except Exception as e:
+            err = classify(e, "DescribeTaskDefinition")
+            if not _is_missing_task_definition(e):
+                raise err from e
+        resp = self._call("RegisterTaskDefinition", "register_task_definition", **td)
+        arn = resp["taskDefinition"]["taskDefinitionArn"]
+        self._families[family] = arn
+        return arn
+
+    def _find(self, uid: str, attempt: int) -> list[dict]:
+        """Tasks already started for ``(uid, attempt)``, oldest first."""
+        key = started_by(uid, attempt)
+        arns = self._list_arns(startedBy=key)  # desiredStatus defaults to RUNNING
+        try:
+            arns += [a for a in self._list_arns(startedBy=key, desiredStatus="STOPPED") if a not in arns]
+        except PermanentMachineError:
+            pass  # filter combination refused: clientToken still guards the retry
+        tasks = [t for t in self._describe(arns) if _tag_map(t.get("tags")).get(TAG_UID) == uid] if arns else []
+        tasks.sort(key=lambda t: (_time(t.get("createdAt")) or EPOCH, t.get("taskArn", "")))
+        return tasks
+
+    # -- MachineBackend ----------------------------------------------------
+
+    def create(self, spec: MachineSpec) -> Machine:
+        for task in self._find(spec.pod.uid, spec.attempt):
+            machine = machine_from_task(task)
+            if machine is not None:
+                return machine
+        td_arn = self.ensure_task_definition(spec)
+        awsvpc: dict[str, Any] = {
+            "subnets": self.subnets,
+            "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED",
+        }
+        if self.security_groups:
+            awsvpc["securityGroups"] = self.security_groups
+        tags = task_tags(spec)
+        resp = self._call(
+            "RunTask", "run_task",
+            cluster=self.cluster,
+            taskDefinition=td_arn,
+            launchType="FARGATE",
+            count=1,
+            networkConfiguration={"awsvpcConfiguration": awsvpc},
+            startedBy=started_by(spec.pod.uid, spec.attempt),
+            clientToken=client_token(spec.pod.uid, spec.attempt),
+            tags=tags,
+            enableECSManagedTags=True,
+            **({"group": group} if (group := task_group(spec)) else {}),
+        )
+        tasks = resp.get("tasks") or []
+        if not tasks:
+            raise failure_error(resp.get("failures") or [{"reason": "no task and no failure reported"}])
+        machine = machine_from_task(tasks[0], tags=tasks[0].get("tags") or tags)
+        assert machine is not None  # we just gave it our tags
+        return machine
+
+    def list(self, node: str) -> list[Machine]:
+        return self.list_nodes([node])[node]
+
+    def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
+        # One listing of the cluster serves every node on it.
+        out: dict[str, list[Machine]] = {node: [] for node in nodes}
+        arns = self._list_arns(desiredStatus="RUNNING")
+        seen = set(arns)
+        arns += [a for a in self._list_arns(desiredStatus="STOPPED") if a not in seen]
+        for task in self._describe(arns) if arns else []:
+            node = _tag_map(task.get("tags")).get(TAG_NODE)
+            if node not in out:
+                continue
+            machine = machine_from_task(task)
+            if machine is not None:
+                out[node].append(machine)
+        return out
+
+    def get(self, machine_id: str) -> Machine | None:
+        tasks = self._describe([machine_id])
+        return machine_from_task(tasks[0]) if tasks else None
+
+    def delete(self, machine_id: str, grace_seconds: int, reason: str) -> None:
+        # grace_seconds: ECS applies the task definition's stopTimeout (the
+        # pod's terminationGracePeriodSeconds, <= 120 s); StopTask has no
+        # per-call override.
+        try:
+            self.ecs.stop_task(cluster=self.cluster, task=machine_id, reason=(reason or "")[:255])
+        except Exception as e:
+            if _is_missing_task(e):
+                return
+            raise classify(e, "StopTask") from e
+
+    def machine_from_event(self, event: Mapping) -> Machine | None:
+        """The Machine an EventBridge "ECS Task State Change" event is about,
+        or None when it is not about a task of ours in our cluster. Pure: the
+        identity comes from the detail's ``startedBy`` and ``group`` (AWS
+        sends no tags in this event). A pod whose names do not fit a task
+        group (over 255 characters) has no event fast path: None, and the
+        reconciler picks the change up."""
+        if not is_task_state_change(event):
+            return None
+        detail = event.get("detail") or {}
+        cluster_arn = str(detail.get("clusterArn", ""))
+        if cluster_arn and cluster_arn.rsplit("/", 1)[-1] != self.cluster.rsplit("/", 1)[-1]:
+            return None
+        return machine_from_task(detail)
+

@@ -1,0 +1,68 @@
+"""Pod (MachineSpec) -> ECS task definition (pure). See the package docstring."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from ..contract import MachineSpec, PermanentMachineError
+from ..fargate_sizes import SIZES, fit
+from .identity import _digest
+
+FAMILY_PREFIX = "lambdalet-"
+FARGATE_MAX_STOP_TIMEOUT = 120
+MAX_CONTAINERS = SIZES.max_containers  # container definitions per task definition
+
+
+def task_definition(
+    spec: MachineSpec,
+    *,
+    execution_role_arn: str | None = None,
+    task_role_arn: str | None = None,
+) -> dict[str, Any]:
+    """RegisterTaskDefinition arguments for ``spec``, ``family`` included.
+
+    Only what the pod template determines goes in (never the pod's identity),
+    so identical templates hash to the same family.
+    Raises PermanentMachineError for what Fargate cannot run.
+    """
+    if len(spec.containers) > MAX_CONTAINERS:
+        raise PermanentMachineError(
+            f"pod has {len(spec.containers)} containers; an ECS task can have at most {MAX_CONTAINERS}"
+        )
+    cpu, memory = fit(spec.cpu_millis, spec.memory_mib)
+    stop_timeout = max(0, min(spec.termination_grace_seconds, FARGATE_MAX_STOP_TIMEOUT))
+    reservation = memory // len(spec.containers)
+    containers = []
+    for c in spec.containers:
+        d: dict[str, Any] = {
+            "name": c.name,
+            "image": c.image,
+            "essential": True,
+            "memoryReservation": reservation,
+            "stopTimeout": stop_timeout,
+            "environment": [{"name": k, "value": v} for k, v in c.env],
+            "portMappings": [
+                {"containerPort": p.container_port, "protocol": p.protocol.lower()}
+                for p in c.ports
+            ],
+        }
+        if c.command is not None:
+            d["entryPoint"] = list(c.command)
+        if c.args is not None:
+            d["command"] = list(c.args)
+        containers.append(d)
+    body: dict[str, Any] = {
+        "containerDefinitions": containers,
+        "cpu": str(cpu),
+        "memory": str(memory),
+        "networkMode": "awsvpc",
+        "requiresCompatibilities": ["FARGATE"],
+    }
+    if execution_role_arn:
+        body["executionRoleArn"] = execution_role_arn
+    if task_role_arn:
+        body["taskRoleArn"] = task_role_arn
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return {"family": FAMILY_PREFIX + _digest(canonical, 16), **body}
+
