@@ -229,7 +229,7 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
         _create(result, node, pod, attempt + 1, previous, now)
         return
     if current.stop_cause == StopCause.LOST:
-        detail = current.stop_reason or "the cloud stopped the machine"
+        detail = current.cloud_says() or "the cloud stopped the machine"
         result.add(
             PatchStatus(pod, ps.lost_status(pod, now, restart_count=attempt, detail=detail)),
             Emit(pod, "Warning", ps.MACHINE_LOST, detail),

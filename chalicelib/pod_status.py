@@ -254,10 +254,11 @@ def container_events(old: dict, new: dict) -> list[tuple[str, str, str]]:
         if "terminated" in state and "terminated" not in was:
             term = state["terminated"]
             code, reason = term.get("exitCode"), term.get("reason", "")
+            said = f": {term['message']}" if term.get("message") else ""
             if code == 0:
-                out.append(("Normal", "Completed", f"Container {name} exited with code 0"))
+                out.append(("Normal", "Completed", f"Container {name} exited with code 0{said}"))
             else:
-                out.append(("Warning", "Exited", f"Container {name} exited with code {code} ({reason})"))
+                out.append(("Warning", "Exited", f"Container {name} exited with code {code} ({reason}){said}"))
     return out
 
 

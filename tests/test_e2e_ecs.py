@@ -162,7 +162,11 @@ def test_task_stopped_out_of_band_shows_in_the_pod(stack):
     stack.settle(rounds=3)
     pod = stack.pod("victim")
     assert pod["status"]["phase"] == "Failed"
-    assert container(pod)["state"]["terminated"]["exitCode"] == 137
+    terminated = container(pod)["state"]["terminated"]
+    assert terminated["exitCode"] == 137
+    # Say what happened: the cloud's stopCode and stoppedReason, not a bare exit code.
+    assert "UserInitiated: ops: draining" in terminated["message"], terminated
+    assert any("ops: draining" in e["message"] for e in stack.events_of("victim"))
 
 
 def test_spot_interruption_fails_the_pod_as_machine_lost(stack):

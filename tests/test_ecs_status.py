@@ -367,3 +367,17 @@ def test_pull_throttling_is_a_start_failure_that_passes():
     missing = {**base, "stoppedReason": "CannotPullContainerError: pull access denied, repository does not exist"}
     assert machine_from_task(throttled).stop_cause == StopCause.START_RETRYABLE
     assert machine_from_task(missing).stop_cause == StopCause.FAILED_TO_START
+
+
+def test_a_stop_made_outside_lambdalet_is_said_on_each_container():
+    """issue 13 "say what happened": stopCode + stoppedReason reach the
+    container's terminated message; lambdalet's own stops stay quiet."""
+    foreign = machine_from_task(describe_tasks_response(
+        {**STOPPED_MULTI, "stopCode": "UserInitiated", "stoppedReason": "ops: draining"}))
+    assert foreign.stop_code == "UserInitiated" and foreign.stopped_by_others()
+    said = [c for c in foreign.containers if c.reason != "OOMKilled"]  # the OOM one keeps its own reason
+    assert said and all("UserInitiated: ops: draining" in (c.message or "") for c in said)
+    ours = machine_from_task(describe_tasks_response(
+        {**STOPPED_MULTI, "stopCode": "UserInitiated", "stoppedReason": "lambdalet: pod default/x deleted"}))
+    assert not ours.stopped_by_others()
+    assert all(c.message is None for c in ours.containers if c.reason != "OOMKilled")

@@ -104,6 +104,11 @@ class StopCause(str, enum.Enum):
     LOST = "lost"  # the cloud took it away (host failure, spot interruption)
 
 
+# Every reason lambdalet passes to ``MachineBackend.delete`` starts with this,
+# so a stop we asked for is told apart from one the cloud or a user made.
+OWN_STOP_PREFIX = "lambdalet:"
+
+
 class ContainerRun(BaseModel):
     """Observed state of one container in one machine."""
 
@@ -133,7 +138,28 @@ class Machine(BaseModel):
     ip: str | None = None
     host_ip: str | None = None
     stop_cause: StopCause | None = None
-    stop_reason: str | None = None  # the cloud's words, for events and messages
+    # Why the machine stopped, for the pod's status and Events ("say what
+    # happened"): ``stop_code`` is the cloud's own short code, verbatim (ECS
+    # stopCode: UserInitiated, SpotInterruption, TerminationNotice,
+    # TaskFailedToStart, EssentialContainerExited, ...; Fly: the exit event's
+    # reason, e.g. oom, launch_failed); ``stop_reason`` its words (ECS
+    # stoppedReason). A stop lambdalet asked for carries the reason given to
+    # ``delete``, which starts with OWN_STOP_PREFIX (see ``stopped_by_others``).
+    stop_code: str | None = None
+    stop_reason: str | None = None
+
+    def stopped_by_others(self) -> bool:
+        """True when the machine was stopped on request, but not by lambdalet
+        (a user in the console/CLI, the cloud's scheduler, a Spot reclaim):
+        the pod must say so instead of showing an ordinary exit code."""
+        if self.stop_cause not in (StopCause.REQUESTED, StopCause.LOST):
+            return False
+        return not (self.stop_reason or "").startswith(OWN_STOP_PREFIX)
+
+    def cloud_says(self) -> str | None:
+        """``"<stop_code>: <stop_reason>"`` (whichever is known), for messages."""
+        parts = [p for p in (self.stop_code, self.stop_reason) if p]
+        return ": ".join(parts) or None
     containers: tuple[ContainerRun, ...] = ()
 
 

@@ -56,7 +56,7 @@ def image_id(image: str, digest: str | None) -> str | None:
     return f"{repo}@{digest}"
 
 
-def _container_run(c: Mapping, task: Mapping, phase: MachinePhase) -> ContainerRun:
+def _container_run(c: Mapping, task: Mapping, phase: MachinePhase, others: str | None = None) -> ContainerRun:
     """One ECS container as a ContainerRun.
 
     containerID is ``ecs://<runtimeId>``: the runtime id ECS reports, under a
@@ -88,7 +88,7 @@ def _container_run(c: Mapping, task: Mapping, phase: MachinePhase) -> ContainerR
         else:
             k8s_reason = "Error"
         return ContainerRun(
-            state="terminated", reason=k8s_reason, message=reason, exit_code=int(exit_code),
+            state="terminated", reason=k8s_reason, message=reason or others, exit_code=int(exit_code),
             started_at=started, finished_at=finished, **common,
         )
     if status == "RUNNING" and phase != MachinePhase.STOPPED:
@@ -185,7 +185,7 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
             or _time(task.get("stoppedAt"))
             or _time(task.get("stoppingAt"))
         )
-    return Machine(
+    machine = Machine(
         id=str(task.get("taskArn", "")),
         pod=PodRef(
             namespace=t.get(TAG_NAMESPACE, "default"),
@@ -202,9 +202,14 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
         ip=ip,
         host_ip=ip,
         stop_cause=stop_cause,
+        stop_code=code or None,
         stop_reason=task.get("stoppedReason") or None,
-        containers=tuple(_container_run(c, task, phase) for c in containers),
     )
+    # Stopped by someone else than lambdalet (a user, the scheduler, a Spot
+    # reclaim): each container's exit says so, not just its bare exit code.
+    others = f"Machine stopped outside lambdalet ({machine.cloud_says()})" if machine.stopped_by_others() else None
+    return machine.model_copy(update={
+        "containers": tuple(_container_run(c, task, phase, others) for c in containers)})
 
 
 def is_task_state_change(event: Mapping) -> bool:
