@@ -10,7 +10,8 @@ Layout: api.py (verbs, routing, authn/z), resources.py (resource types and their
 strategies), pods.py (pod defaulting/validation/printing), store.py (objects,
 resourceVersions, watch log), patch.py, selectors.py, schema.py (real schemas),
 discovery.py, table.py, audit.py, admission.py (webhook configurations + calling them),
-scheduler.py, lifecycle.py (node lifecycle),
+scheduler.py, lifecycle.py (node lifecycle), workloads.py (deployment, replicaset, job
+controllers, garbage collector), protobuf.py (kubectl's protobuf bodies), openapi.py,
 server.py (HTTP). All time comes from the injected clock.
 """
 from __future__ import annotations
@@ -25,6 +26,7 @@ from .lifecycle import NodeLifecycle
 from .scheduler import Scheduler
 from .server import HttpServer
 from .util import fmt_time, new_uid, real_clock
+from .workloads import Workloads
 
 __all__ = ["KubeSim", "AuditBackend", "Request", "Response"]
 
@@ -35,6 +37,8 @@ class KubeSim:
         self.api = Api(self.clock, seed)
         self.node_lifecycle = NodeLifecycle(self.api)
         self.scheduler = Scheduler(self.api, self.node_lifecycle)
+        self.workloads = Workloads(self.api)
+        self.scheduler.controllers.append(self.workloads)
         self._server: HttpServer | None = None
         for ns in ("default", "kube-system", "kube-public", "kube-node-lease"):
             self._bootstrap_namespace(ns)

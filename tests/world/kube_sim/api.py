@@ -18,7 +18,7 @@ import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from . import discovery, schema, table
+from . import discovery, protobuf, schema, table
 from . import errors as E
 from .admission import AdmissionChain
 from .audit import AuditRecorder
@@ -34,8 +34,11 @@ META_ORDER = ("name", "generateName", "namespace", "selfLink", "uid", "resourceV
               "creationTimestamp", "deletionTimestamp", "deletionGracePeriodSeconds", "labels", "annotations",
               "ownerReferences", "finalizers", "managedFields")
 
-OPENAPI_KINDS = {"Pod": "io.k8s.api.core.v1.Pod", "Node": "io.k8s.api.core.v1.Node",
-                 "Namespace": "io.k8s.api.core.v1.Namespace", "Event": "io.k8s.api.core.v1.Event"}
+
+
+def openapi_name(rt: ResourceType) -> str:
+    """The type's name in the OpenAPI documents: io.k8s.api.<group>.<version>.<Kind>."""
+    return f'io.k8s.api.{rt.group.split(".")[0] or "core"}.{rt.version}.{rt.kind}'
 
 
 @dataclass
@@ -109,7 +112,8 @@ class Api:
         # (username, verb, resource[/subresource]) -> count: what clients cost the apiserver
         self.calls: Counter = Counter()
         self.stopping = threading.Event()
-        self.walker = SchemaWalker(schema.core_schemas())
+        # Patch metadata: the served core/v1 document first, every other group from the 1.36 definitions.
+        self.walker = SchemaWalker({**schema.definitions(), **schema.core_schemas()})
         self._storage_rt = {rt.store_key: rt for rt in RESOURCES if not rt.group}
         self._storage_rt.setdefault("leases", find("coordination.k8s.io", "v1", "leases"))
 
@@ -216,6 +220,12 @@ class Api:
             raise E.ApiError(404, "NotFound", "the server could not find the requested resource", {})
         ctx.rt, ctx.namespace, ctx.name, ctx.subresource = rt, ns, name, sub
         m, q = req.method, req.query
+        if sub == "scale":
+            verbs = {"GET": "get", "PUT": "update", "PATCH": "patch"}
+            if m not in verbs:
+                raise E.ApiError(405, "MethodNotAllowed", "the server does not allow this method on the requested resource", {})
+            ctx.verb = verbs[m]
+            return lambda: self.scale(ctx)
         if m == "GET" and name:
             ctx.verb = "get"
             return lambda: self.get(ctx)
@@ -247,6 +257,15 @@ class Api:
         return self.clock()
 
     def _decode(self, ctx: Ctx, kind_ok=None):
+        ctype = ctx.req.headers.get("content-type", "").split(";")[0].strip()
+        if ctype == protobuf.MEDIA_TYPE:
+            try:
+                return protobuf.decode(ctx.req.body)
+            except (protobuf.Undecodable, UnicodeDecodeError, IndexError) as e:
+                # What kube-apiserver answers a body it has no decoder for (negotiation.NewUnsupportedMediaTypeError).
+                raise E.ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                 "accepted media types include: application/json, application/yaml "
+                                 f"(kube_sim decodes protobuf only for the types kubectl create sends: {e})", {})
         try:
             obj = json.loads(ctx.req.body or b"null")
         except ValueError as e:
@@ -278,6 +297,9 @@ class Api:
                                 f'no kind "{obj["kind"]}" is registered for version "{rt.api_version}"')
         obj["kind"], obj["apiVersion"] = rt.kind, rt.api_version
         obj.setdefault("metadata", {})
+        undecodable = rt.strategy.decode_error(obj)
+        if undecodable:
+            raise E.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: {undecodable}')
         if not isinstance(obj["metadata"], dict):
             raise E.bad_request(f'{rt.kind} in version "{rt.version}" cannot be handled as a {rt.kind}: bad metadata')
         unknown, other = schema.split_errors(obj, decode_only=True)
@@ -491,10 +513,60 @@ class Api:
         ctx.request_object = patch
         with self.store.lock:
             cur = self.view(rt, self._get_stored(rt, ctx.namespace, ctx.name))
-            sch = self.walker.schemas.get(OPENAPI_KINDS.get(rt.kind, "")) if not rt.group else None
+            sch = self.walker.schemas.get(openapi_name(rt))
             patched = apply_patch(kind, cur, patch, sch, self.walker)
             patched = self._check_body(ctx, patched)
             return self._update(ctx, patched, check_rv=True)
+
+    # ------------------------------------------------------------------ scale subresource
+    def _scale_view(self, rt: ResourceType, stored: dict) -> dict:
+        """autoscaling/v1 Scale of a Deployment/ReplicaSet (apps registry's scaleFromDeployment)."""
+        from .table import selector_string
+        m = stored["metadata"]
+        sel = selector_string(stored["spec"].get("selector"))
+        return {"kind": "Scale", "apiVersion": "autoscaling/v1",
+                "metadata": {k: m[k] for k in ("name", "namespace", "uid", "resourceVersion", "creationTimestamp")
+                             if k in m},
+                "spec": {"replicas": stored["spec"].get("replicas", 0)},
+                "status": {"replicas": (stored.get("status") or {}).get("replicas", 0),
+                           "selector": "" if sel == "<none>" else sel}}
+
+    def scale(self, ctx: Ctx) -> Response:
+        rt = ctx.rt
+        with self.store.lock:
+            stored = self._get_stored(rt, ctx.namespace, ctx.name)
+            ctx.uid = stored["metadata"].get("uid", "")
+            cur = self._scale_view(rt, stored)
+            if ctx.verb == "get":
+                return Response(200, cur)
+            if ctx.verb == "patch":
+                ctype = ctx.req.headers.get("content-type", "").split(";")[0].strip()
+                kind = PATCH_TYPES.get(ctype)
+                if kind is None or kind == "apply":
+                    raise E.ApiError(415, "UnsupportedMediaType", "the body of the request was in an unknown format - "
+                                     "accepted media types include: application/json-patch+json, "
+                                     "application/merge-patch+json, application/strategic-merge-patch+json", {})
+                patch = self._decode(ctx)
+                ctx.request_object = patch
+                new = apply_patch(kind, cur, patch, None, self.walker)
+            else:
+                new = self._decode(ctx)
+                ctx.request_object = new
+                if not isinstance(new, dict):
+                    raise E.bad_request('Scale in version "v1" cannot be handled as a Scale')
+                rv = (new.get("metadata") or {}).get("resourceVersion")
+                if rv and rv != stored["metadata"]["resourceVersion"]:
+                    raise E.conflict(rt.plural, ctx.name, rt.group)
+            replicas = (new.get("spec") or {}).get("replicas", 0)
+            if not isinstance(replicas, int) or replicas < 0:
+                raise E.invalid("Scale", ctx.name, [E.cause_invalid("spec.replicas", replicas,
+                                                                    "must be greater than or equal to 0")], "autoscaling")
+            obj = self.view(rt, stored)
+            obj["spec"]["replicas"] = replicas
+            main = Ctx(ctx.req, ctx.user, "update", rt, ctx.namespace, ctx.name)
+            r = self._update(main, obj, check_rv=False)
+            return Response(200, self._scale_view(rt, self._get_stored(rt, ctx.namespace, ctx.name))
+                            if r.status == 200 else r.body)
 
     def _update(self, ctx: Ctx, obj: dict, check_rv: bool) -> Response:
         rt, ns, name, sub = ctx.rt, ctx.namespace, ctx.name, ctx.subresource
@@ -620,8 +692,28 @@ class Api:
         return opts
 
     def delete(self, ctx: Ctx) -> Response:
-        rt = ctx.rt
         opts = self._delete_options(ctx)
+        resp = self._delete(ctx, opts)
+        orphan = opts.get("propagationPolicy") == "Orphan" or opts.get("orphanDependents") is True
+        if resp.status == 200 and orphan and "All" not in (opts.get("dryRun") or []):
+            self._orphan_dependents(ctx.uid)
+        return resp
+
+    def _orphan_dependents(self, owner_uid: str) -> None:
+        """propagationPolicy=Orphan: the garbage collector removes the owner's references from its dependents
+        (the others are collected in the background by workloads.GarbageCollector)."""
+        with self.store.lock:
+            for key in {rt.store_key for rt in RESOURCES if rt.namespaced}:
+                for o in self.store.list(key):
+                    refs = o["metadata"].get("ownerReferences") or []
+                    kept = [r for r in refs if r.get("uid") != owner_uid]
+                    if kept != refs:
+                        o["metadata"]["ownerReferences"] = kept
+                        o["metadata"] = order_meta(o["metadata"])
+                        self.store.put(key, o, "MODIFIED")
+
+    def _delete(self, ctx: Ctx, opts: dict) -> Response:
+        rt = ctx.rt
         if not getattr(ctx, "in_collection", False):  # deletecollection runs under the store lock: no webhooks
             old = self.view(rt, self._get_stored(rt, ctx.namespace, ctx.name))
             options = {"kind": "DeleteOptions", "apiVersion": "meta.k8s.io/v1"} | {

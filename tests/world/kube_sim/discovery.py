@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 
-from . import schema
+from . import openapi, schema
 
 VERSION = {"major": "1", "minor": "36", "emulationMajor": "1", "emulationMinor": "36",
            "minCompatibilityMajor": "1", "minCompatibilityMinor": "35", "gitVersion": "v1.36.2",
@@ -18,9 +18,12 @@ AGG_CT = "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList"
 VERBS = ["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"]
 
 
-def _res(name, kind, namespaced, verbs=VERBS, short=None, singular=None, hash_=None, cats=None):
+def _res(name, kind, namespaced, verbs=VERBS, short=None, singular=None, hash_=None, cats=None, gv=None):
     r = {"name": name, "singularName": singular if singular is not None else ("" if "/" in name else kind.lower()),
-         "namespaced": namespaced, "kind": kind, "verbs": verbs}
+         "namespaced": namespaced}
+    if gv:  # a subresource of another group's kind (deployments/scale: autoscaling/v1 Scale)
+        r["group"], r["version"] = gv
+    r |= {"kind": kind, "verbs": verbs}
     if short:
         r["shortNames"] = short
     if cats:
@@ -30,8 +33,11 @@ def _res(name, kind, namespaced, verbs=VERBS, short=None, singular=None, hash_=N
     return r
 
 
+SCALE_VERBS = ["get", "patch", "update"]
+STATUS_VERBS = ["get", "patch", "update"]
 CORE = [
     _res("bindings", "Binding", True, ["create"]),
+    _res("configmaps", "ConfigMap", True, short=["cm"], hash_="qFsyl6wFWjQ="),
     _res("events", "Event", True, short=["ev"], hash_="r2yiGXH7wu8="),
     _res("namespaces", "Namespace", False, ["create", "delete", "get", "list", "patch", "update", "watch"],
          short=["ns"], hash_="Q3oi5N2YM8M="),
@@ -41,11 +47,32 @@ CORE = [
     _res("pods", "Pod", True, short=["po"], cats=["all"], hash_="xPOwRZ+Yhw8="),
     _res("pods/binding", "Binding", True, ["create"]),
     _res("pods/status", "Pod", True, ["get", "patch", "update"]),
+    _res("secrets", "Secret", True, hash_="S6u1pOWzb84="),
 ]
 GROUPS = {
-    "coordination.k8s.io": [_res("leases", "Lease", True, hash_="gqkMMb/YqFM=")],
+    "apps": [
+        _res("deployments", "Deployment", True, short=["deploy"], cats=["all"]),
+        _res("deployments/scale", "Scale", True, SCALE_VERBS, gv=("autoscaling", "v1")),
+        _res("deployments/status", "Deployment", True, STATUS_VERBS),
+        _res("replicasets", "ReplicaSet", True, short=["rs"], cats=["all"]),
+        _res("replicasets/scale", "Scale", True, SCALE_VERBS, gv=("autoscaling", "v1")),
+        _res("replicasets/status", "ReplicaSet", True, STATUS_VERBS),
+    ],
     "events.k8s.io": [_res("events", "Event", True, short=["ev"], hash_="r2yiGXH7wu8=")],
+    "batch": [
+        _res("jobs", "Job", True, cats=["all"]),
+        _res("jobs/status", "Job", True, STATUS_VERBS),
+    ],
+    "coordination.k8s.io": [_res("leases", "Lease", True, hash_="gqkMMb/YqFM=")],
 }
+
+
+def served() -> str:
+    """One line naming what this API serves (the sandbox prints it)."""
+    names = [r["name"] for r in CORE if "/" not in r["name"] and r["name"] != "bindings"]
+    names += [f'{r["name"]}.{g}' for g, rs in GROUPS.items() for r in rs if "/" not in r["name"]]
+    subs = sorted({r["name"] for rs in [CORE, *GROUPS.values()] for r in rs if "/" in r["name"]})
+    return ", ".join(names) + " (subresources: " + ", ".join(subs) + ")"
 
 
 def _resource_list(gv, resources):
@@ -64,7 +91,8 @@ def _aggregated(resources):
         for k in ("shortNames", "categories"):
             if k in r:
                 d[k] = r[k]
-        subs = [{"subresource": s["name"].split("/")[1], "responseKind": {"group": "", "version": "", "kind": s["kind"]},
+        subs = [{"subresource": s["name"].split("/")[1],
+                 "responseKind": {"group": s.get("group", ""), "version": s.get("version", ""), "kind": s["kind"]},
                  "verbs": s["verbs"]} for s in resources if s["name"].startswith(r["name"] + "/")]
         if subs:
             d["subresources"] = subs
@@ -106,10 +134,15 @@ def non_resource(parts: list[str], accept: str, query: dict):
     if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":
         return _json(_resource_list(f"{parts[1]}/v1", GROUPS[parts[1]]))
     if parts == ["openapi", "v3"]:
-        body = json.dumps({"paths": {"api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={_hash()}"}}}).encode()
-        return Response(200, body, content_type="text/plain; charset=utf-8")
+        index = {"api/v1": {"serverRelativeURL": f"/openapi/v3/api/v1?hash={_hash()}"}}
+        for g in ("apps", "batch"):
+            index[f"apis/{g}/v1"] = {"serverRelativeURL": f"/openapi/v3/apis/{g}/v1?hash="
+                                                          f"{openapi.digest(openapi.document(g, 'v1'))}"}
+        return Response(200, json.dumps({"paths": index}).encode(), content_type="text/plain; charset=utf-8")
     if parts == ["openapi", "v3", "api", "v1"]:
         return Response(200, schema.openapi_v1_bytes(), content_type="application/json")
+    if len(parts) == 5 and parts[:3] == ["openapi", "v3", "apis"] and parts[3] in ("apps", "batch") and parts[4] == "v1":
+        return Response(200, openapi.document(parts[3], "v1"), content_type="application/json")
     if parts and parts[0] == "openapi":
         from .errors import ApiError
         e = ApiError(404, "NotFound", "the server could not find the requested resource", {})

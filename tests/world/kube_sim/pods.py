@@ -117,27 +117,180 @@ def validate_name(name: str, field="metadata.name") -> list[dict]:
 
 def validate_pod_create(pod: dict) -> list[dict]:
     causes = validate_name(pod["metadata"].get("name", ""))
-    spec = pod.get("spec") or {}
+    causes += validate_pod_spec(pod.get("spec") or {}, "spec")
+    causes += validate_status(pod.get("status") or {})
+    return causes
+
+
+# k8s.io/apimachinery/pkg/api/resource: the quantity grammar (decoding rejects anything else).
+QUANTITY = re.compile(r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$")
+QUANTITY_MSG = "quantities must match the regular expression '^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$'"
+_SUFFIX = {"": 1, "n": 1e-9, "u": 1e-6, "m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+           "Ki": 2 ** 10, "Mi": 2 ** 20, "Gi": 2 ** 30, "Ti": 2 ** 40, "Pi": 2 ** 50, "Ei": 2 ** 60}
+
+
+def quantity_value(q) -> float | None:
+    """resource.ParseQuantity's value, or None when the string is not a quantity."""
+    if isinstance(q, bool):
+        return None
+    if isinstance(q, (int, float)):
+        return float(q)
+    m = re.fullmatch(r"([+-]?[0-9.]+)(Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE]|[eE][-+]?[0-9]+)?", str(q).strip())
+    if not m or m.group(1).count(".") > 1 or m.group(1).strip("+-") in ("", "."):
+        return None
+    suffix = m.group(2) or ""
+    if suffix[:1] in ("e", "E"):
+        return float(m.group(1) + suffix)
+    return float(m.group(1)) * _SUFFIX[suffix]
+
+
+def bad_quantities(pod_spec: dict) -> list[str]:
+    """Quantities that cannot be decoded at all (a 400 at decoding, before validation)."""
+    out = []
+    for c in (pod_spec.get("initContainers") or []) + (pod_spec.get("containers") or []):
+        for kind in ("requests", "limits"):
+            for v in ((c.get("resources") or {}).get(kind) or {}).values():
+                if quantity_value(v) is None:
+                    out.append(str(v))
+    return out
+
+
+RESTART_POLICIES = ("Always", "Never", "OnFailure")  # sets.List(): sorted
+PROTOCOLS = ("SCTP", "TCP", "UDP")
+PULL_POLICIES = ("Always", "IfNotPresent", "Never")
+DNS_POLICIES = ("ClusterFirst", "ClusterFirstWithHostNet", "Default", "None")
+PORT_RANGE_MSG = "must be between 1 and 65535, inclusive"
+ENV_NAME = re.compile(r"^[-._a-zA-Z][-._a-zA-Z0-9]*$")
+VOLUME_SOURCES = ("hostPath", "emptyDir", "gcePersistentDisk", "awsElasticBlockStore", "gitRepo", "secret", "nfs",
+                  "iscsi", "glusterfs", "persistentVolumeClaim", "rbd", "flexVolume", "cinder", "cephfs", "flocker",
+                  "downwardAPI", "fc", "azureFile", "configMap", "vsphereVolume", "quobyte", "azureDisk",
+                  "photonPersistentDisk", "projected", "portworxVolume", "scaleIO", "storageos", "csi", "ephemeral",
+                  "image")
+
+
+def _unsupported(field: str, value, supported) -> dict:
+    return {"reason": "FieldValueNotSupported", "field": field,
+            "message": f'Unsupported value: "{value}": supported values: ' + ", ".join(f'"{v}"' for v in supported)}
+
+
+def _port_name_errors(name: str) -> list[str]:
+    """validation.IsValidPortName (an IANA_SVC_NAME)."""
+    errs = []
+    if len(name) > 15:
+        errs.append("must be no more than 15 characters")
+    if not re.fullmatch(r"[-a-z0-9]+", name):
+        errs.append("must contain only alpha-numeric characters (a-z, 0-9), and hyphens (-)")
+    if not re.search(r"[a-z]", name):
+        errs.append("must contain at least one letter (a-z)")
+    if "--" in name:
+        errs.append("must not contain consecutive hyphens")
+    if name.startswith("-") or name.endswith("-"):
+        errs.append("must not begin or end with a hyphen")
+    return errs
+
+
+def _validate_container(c: dict, f: str, volumes: set, port_names: set) -> list[dict]:
+    """ValidateContainers/validateContainerCommon (pkg/apis/core/validation/validation.go)."""
+    causes = []
+    n = c.get("name", "")
+    if not n:
+        causes.append(E.cause_required(f + ".name"))
+    elif not DNS1123_LABEL.match(n) or len(n) > 63:
+        causes.append(E.cause_invalid(f + ".name", n, LABEL_MSG))
+    if not c.get("image"):
+        causes.append(E.cause_required(f + ".image"))
+    if c.get("imagePullPolicy") and c["imagePullPolicy"] not in PULL_POLICIES:
+        causes.append(_unsupported(f + ".imagePullPolicy", c["imagePullPolicy"], PULL_POLICIES))
+    for j, p in enumerate(c.get("ports") or []):
+        pf = f"{f}.ports[{j}]"
+        if p.get("name"):
+            for msg in _port_name_errors(p["name"]):
+                causes.append(E.cause_invalid(pf + ".name", p["name"], msg))
+            if p["name"] in port_names:
+                causes.append(E.cause_duplicate(pf + ".name", p["name"]))
+            port_names.add(p["name"])
+        cp = p.get("containerPort")
+        if not cp:
+            causes.append(E.cause_required(pf + ".containerPort"))
+        elif not 1 <= cp <= 65535:
+            causes.append(E.cause_invalid(pf + ".containerPort", cp, PORT_RANGE_MSG))
+        if p.get("hostPort") and not 1 <= p["hostPort"] <= 65535:
+            causes.append(E.cause_invalid(pf + ".hostPort", p["hostPort"], PORT_RANGE_MSG))
+        if p.get("protocol") and p["protocol"] not in PROTOCOLS:
+            causes.append(_unsupported(pf + ".protocol", p["protocol"], PROTOCOLS))
+    for j, e in enumerate(c.get("env") or []):
+        if not e.get("name"):
+            causes.append(E.cause_required(f"{f}.env[{j}].name"))
+    res = c.get("resources") or {}
+    limits = res.get("limits") or {}
+    for kind in ("limits", "requests"):
+        for r, q in (res.get(kind) or {}).items():
+            v = quantity_value(q)
+            if v is not None and v < 0:
+                causes.append(E.cause_invalid(f"{f}.resources.{kind}[{r}]", str(q),
+                                              "must be greater than or equal to 0"))
+            elif kind == "requests" and r in limits and v is not None and \
+                    (quantity_value(limits[r]) or 0) < v and (quantity_value(limits[r]) or 0) >= 0:
+                causes.append(E.cause_invalid(f"{f}.resources.requests", str(q),
+                                              f"must be less than or equal to {r} limit of {limits[r]}"))
+    for j, m in enumerate(c.get("volumeMounts") or []):
+        mf = f"{f}.volumeMounts[{j}]"
+        if not m.get("name"):
+            causes.append(E.cause_required(mf + ".name"))
+        elif m["name"] not in volumes:
+            causes.append({"reason": "FieldValueNotFound", "message": f'Not found: "{m["name"]}"',
+                           "field": mf + ".name"})
+        if not m.get("mountPath"):
+            causes.append(E.cause_required(mf + ".mountPath"))
+    return causes
+
+
+def validate_pod_spec(spec: dict, path: str, restart_policies=RESTART_POLICIES) -> list[dict]:
+    """The slice of ValidatePodSpec a user meets in the first hour: names (DNS-1123), container,
+    volume and port-name uniqueness, ports, quantities (negative, request above limit),
+    restartPolicy, dnsPolicy, activeDeadlineSeconds, volume mounts naming a volume."""
+    causes = []
+    volumes: set = set()
+    for i, v in enumerate(spec.get("volumes") or []):
+        vf = f"{path}.volumes[{i}]"
+        n = v.get("name", "")
+        if not n:
+            causes.append(E.cause_required(vf + ".name"))
+        elif not DNS1123_LABEL.match(n) or len(n) > 63:
+            causes.append(E.cause_invalid(vf + ".name", n, LABEL_MSG))
+        elif n in volumes:
+            causes.append(E.cause_duplicate(vf + ".name", n))
+        volumes.add(n)
+        sources = [k for k in VOLUME_SOURCES if v.get(k) is not None]
+        if not sources:
+            causes.append({"reason": "FieldValueRequired", "message": "Required value: must specify a volume type",
+                           "field": vf})
+        elif len(sources) > 1:
+            causes.append(E.cause_forbidden(f"{vf}.{sources[1]}", "may not specify more than 1 volume type"))
     containers = spec.get("containers") or []
     if not containers:
-        causes.append(E.cause_required("spec.containers"))
-    seen = set()
-    for i, c in enumerate(containers):
-        f = f"spec.containers[{i}]"
-        n = c.get("name", "")
-        if not n:
-            causes.append(E.cause_required(f + ".name"))
-        elif not DNS1123_LABEL.match(n) or len(n) > 63:
-            causes.append(E.cause_invalid(f + ".name", n, LABEL_MSG))
-        elif n in seen:
-            causes.append(E.cause_duplicate(f + ".name", n))
-        seen.add(n)
-        if not c.get("image"):
-            causes.append(E.cause_required(f + ".image"))
-    if spec.get("restartPolicy") not in (None, "Always", "OnFailure", "Never"):
-        causes.append({"reason": "FieldValueNotSupported", "field": "spec.restartPolicy",
-                       "message": f'Unsupported value: "{spec.get("restartPolicy")}": supported values: "Always", "Never", "OnFailure"'})
-    causes += validate_status(pod.get("status") or {})
+        causes.append(E.cause_required(path + ".containers"))
+    names: set = set()
+    port_names: set = set()
+    for key in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(key) or []):
+            f = f"{path}.{key}[{i}]"
+            causes += _validate_container(c, f, volumes, port_names)
+            n = c.get("name", "")
+            if n and n in names:
+                causes.append(E.cause_duplicate(f + ".name", n))
+            names.add(n)
+    rp = spec.get("restartPolicy")
+    if rp is not None and rp not in restart_policies:
+        if rp == "":
+            causes.append(E.cause_required(path + ".restartPolicy"))
+        else:
+            causes.append(_unsupported(path + ".restartPolicy", rp, restart_policies))
+    if spec.get("dnsPolicy") and spec["dnsPolicy"] not in DNS_POLICIES:
+        causes.append(_unsupported(path + ".dnsPolicy", spec["dnsPolicy"], DNS_POLICIES))
+    ads = spec.get("activeDeadlineSeconds")
+    if ads is not None and not 1 <= ads <= 2147483647:
+        causes.append(E.cause_invalid(path + ".activeDeadlineSeconds", ads, "must be between 1 and 2147483647, inclusive"))
     return causes
 
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Callable
 
+import base64
+
+from . import errors as E
 from . import pods as P
 from .selectors import getter
 from .util import normalize_micro
@@ -27,6 +30,10 @@ class Strategy:
 
     def scheme_default(self, obj: dict) -> None:
         pass
+
+    def decode_error(self, obj: dict) -> str | None:
+        """What JSON decoding into the Go type would refuse (a 400), beyond the schema's types."""
+        return None
 
     def admit_create(self, obj: dict, api) -> None:
         pass
@@ -63,6 +70,9 @@ class PodStrategy(Strategy):
 
     def scheme_default(self, obj):
         P.scheme_default(obj)
+
+    def decode_error(self, obj):
+        return P.QUANTITY_MSG if P.bad_quantities(obj.get("spec") or {}) else None
 
     def admit_create(self, obj, api):
         P.admit(obj, api.rng)
@@ -201,6 +211,151 @@ class EventsV1Strategy(CoreEventStrategy):
         return c
 
 
+class ConfigMapStrategy(Strategy):
+    pass
+
+
+class SecretStrategy(Strategy):
+    def scheme_default(self, obj):
+        # v1 -> internal conversion: stringData is merged into data (base64) and dropped.
+        string_data = obj.pop("stringData", None) or {}
+        if string_data:
+            data = obj.setdefault("data", {})
+            for k, v in string_data.items():
+                data[k] = base64.b64encode(str(v).encode()).decode()
+        obj.setdefault("type", "Opaque")
+
+
+def default_template(template: dict) -> None:
+    """SetDefaults_PodSpec / Container on a pod template (no admission: templates get no token volume)."""
+    pod = {"spec": template.setdefault("spec", {})}
+    P.scheme_default(pod)
+
+
+def _selector_matches(sel: dict, labels: dict) -> bool:
+    from .selectors import label_selector_matches
+    return label_selector_matches(sel, labels)
+
+
+class WorkloadStrategy(Strategy):
+    """apps/v1 Deployment, ReplicaSet and batch/v1 Job: generation, status subresource, a pod template."""
+    has_generation = True
+    status_subresource = True
+    restart_policies = P.RESTART_POLICIES
+
+    def decode_error(self, obj):
+        tspec = ((obj.get("spec") or {}).get("template") or {}).get("spec") or {}
+        return P.QUANTITY_MSG if P.bad_quantities(tspec) else None
+
+    empty_status: dict = {}
+
+    def scheme_default(self, obj):
+        spec = obj.setdefault("spec", {})
+        default_template(spec.setdefault("template", {}))
+        obj.setdefault("status", {})
+
+    def admit_create(self, obj, api):
+        obj["status"] = dict(self.empty_status)  # PrepareForCreate: a new object has no status
+
+    def validate_create(self, obj):
+        causes = super().validate_create(obj)
+        spec = obj.get("spec") or {}
+        template = spec.get("template") or {}
+        sel = spec.get("selector")
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        if not sel or not (sel.get("matchLabels") or sel.get("matchExpressions")):
+            causes.append(E.cause_required("spec.selector") if not sel else
+                          E.cause_invalid("spec.selector", "{}", "empty selector is invalid for deployment"))
+        elif not _selector_matches(sel, labels):
+            causes.append({"reason": "FieldValueInvalid", "field": "spec.template.metadata.labels",
+                           "message": f"Invalid value: {_go_map(labels)}: `selector` does not match template `labels`"})
+        if spec.get("replicas", 0) < 0:
+            causes.append(E.cause_invalid("spec.replicas", spec["replicas"], "must be greater than or equal to 0"))
+        causes += P.validate_pod_spec(template.get("spec") or {}, "spec.template.spec", self.restart_policies)
+        return causes
+
+    def validate_update(self, new, old, subresource):
+        if subresource == "status":
+            return []
+        causes = self.validate_create(new)
+        causes = [c for c in causes if c["field"] != "metadata.name"]
+        if (new.get("spec") or {}).get("selector") != (old.get("spec") or {}).get("selector"):
+            causes.append(E.cause_invalid("spec.selector", _go_selector((new.get("spec") or {}).get("selector")),
+                                          "field is immutable"))
+        return causes
+
+
+def _go_map(m: dict) -> str:
+    """How Go's %v prints a map[string]string in field errors."""
+    return "map[string]string{" + ", ".join(f'"{k}":"{v}"' for k, v in sorted(m.items())) + "}"
+
+
+def _go_selector(sel) -> str:
+    return "v1.LabelSelector{MatchLabels:" + _go_map((sel or {}).get("matchLabels") or {}) + ", MatchExpressions:[]}"
+
+
+class DeploymentStrategy(WorkloadStrategy):
+    def scheme_default(self, obj):
+        """SetDefaults_Deployment (apps/v1)."""
+        super().scheme_default(obj)
+        spec = obj["spec"]
+        spec.setdefault("replicas", 1)
+        strategy = spec.setdefault("strategy", {})
+        strategy.setdefault("type", "RollingUpdate")
+        if strategy["type"] == "RollingUpdate":
+            ru = strategy.setdefault("rollingUpdate", {})
+            ru.setdefault("maxUnavailable", "25%")
+            ru.setdefault("maxSurge", "25%")
+        spec.setdefault("revisionHistoryLimit", 10)
+        spec.setdefault("progressDeadlineSeconds", 600)
+
+
+class ReplicaSetStrategy(WorkloadStrategy):
+    empty_status = {"replicas": 0}  # ReplicaSetStatus.replicas has no omitempty
+    def scheme_default(self, obj):
+        super().scheme_default(obj)
+        obj["spec"].setdefault("replicas", 1)
+
+
+JOB_UID_LABEL = "batch.kubernetes.io/controller-uid"
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+
+
+class JobStrategy(WorkloadStrategy):
+    restart_policies = ("OnFailure", "Never")
+
+    def scheme_default(self, obj):
+        """SetDefaults_Job (batch/v1)."""
+        super().scheme_default(obj)
+        spec = obj["spec"]
+        if spec.get("completions") is None and spec.get("parallelism") is None:
+            spec["completions"] = 1
+            spec["parallelism"] = 1
+        spec.setdefault("parallelism", 1)
+        spec.setdefault("backoffLimit", 6)
+        spec.setdefault("completionMode", "NonIndexed")
+        spec.setdefault("suspend", False)
+        spec.setdefault("podReplacementPolicy", "TerminatingOrFailed")
+
+    def admit_create(self, obj, api):
+        """jobStrategy.PrepareForCreate + generateSelector: the uid-based selector and pod labels."""
+        super().admit_create(obj, api)
+        spec = obj["spec"]
+        uid = obj["metadata"].get("uid")
+        if not uid or spec.get("manualSelector"):
+            return
+        labels = spec["template"].setdefault("metadata", {}).setdefault("labels", {})
+        name = obj["metadata"].get("name", "")
+        labels.update({JOB_UID_LABEL: uid, JOB_NAME_LABEL: name, "controller-uid": uid, "job-name": name})
+        spec["selector"] = {"matchLabels": {JOB_UID_LABEL: uid}}
+
+    def validate_update(self, new, old, subresource):
+        causes = super().validate_update(new, old, subresource)
+        if subresource != "status" and (new.get("spec") or {}).get("template") != (old.get("spec") or {}).get("template"):
+            causes.append(E.cause_invalid("spec.template", "core.PodTemplateSpec{...}", "field is immutable"))
+        return causes
+
+
 @dataclass
 class ResourceType:
     plural: str
@@ -262,6 +417,17 @@ RESOURCES = [
     ResourceType("events", "Event", "events.k8s.io", "v1", True, EventsV1Strategy(), EVENT_FIELDS,
                  field_convert=_events_v1_convert, store_key="events", short_names=("ev",), create_on_update=True),
     ResourceType("leases", "Lease", "coordination.k8s.io", "v1", True, LeaseStrategy(), _meta_fields()),
+    ResourceType("configmaps", "ConfigMap", "", "v1", True, ConfigMapStrategy(), _meta_fields(), short_names=("cm",)),
+    ResourceType("secrets", "Secret", "", "v1", True, SecretStrategy(),
+                 _meta_fields() | {"type": getter("type")}),
+    ResourceType("deployments", "Deployment", "apps", "v1", True, DeploymentStrategy(), _meta_fields(),
+                 subresources=("status", "scale"), short_names=("deploy",), categories=("all",)),
+    ResourceType("replicasets", "ReplicaSet", "apps", "v1", True, ReplicaSetStrategy(),
+                 _meta_fields() | {"status.replicas": getter("status.replicas", "0")},
+                 subresources=("status", "scale"), short_names=("rs",), categories=("all",)),
+    ResourceType("jobs", "Job", "batch", "v1", True, JobStrategy(),
+                 _meta_fields() | {"status.successful": getter("status.succeeded", "0")},
+                 subresources=("status",), categories=("all",)),
 ]
 
 

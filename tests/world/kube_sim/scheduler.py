@@ -57,6 +57,7 @@ class Scheduler:
     def __init__(self, api: Api, lifecycle: "NodeLifecycle", name: str = "default-scheduler"):
         self.api = api
         self.lifecycle = lifecycle
+        self.controllers: list = []  # more kube-controller-manager loops, run before each pass (workloads.py)
         self.name = name
         self._thread = None
         self._stop = threading.Event()
@@ -79,6 +80,8 @@ class Scheduler:
 
     def run_once(self) -> int:
         self.lifecycle.run_once()
+        for controller in self.controllers:  # workload controllers: their pods are scheduled in this pass
+            controller.run_once()
         store = self.api.store
         nodes = store.list("nodes")
         pods = [p for p in store.list("pods") if not p["spec"].get("nodeName")

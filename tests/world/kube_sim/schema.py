@@ -50,6 +50,13 @@ def _definitions():
     return Resource.from_contents(json.loads((d / "_definitions.json").read_text()))
 
 
+@functools.lru_cache(maxsize=1)
+def definitions() -> dict:
+    """Every 1.36 type's schema by OpenAPI name (io.k8s.api.apps.v1.Deployment, ...), with descriptions
+    and the x-kubernetes-patch-* metadata."""
+    return json.loads((_schema_dir() / "_definitions.json").read_text())["$defs"]
+
+
 @functools.lru_cache(maxsize=None)
 def validator(api_version: str, kind: str):
     group_version = api_version.split("/")

@@ -29,6 +29,19 @@ _EQ_RE = re.compile(r"^([A-Za-z0-9_./-]+)\s*(==|=|!=)\s*([A-Za-z0-9_.-]*)$")
 _EXISTS_RE = re.compile(r"^(!?)\s*([A-Za-z0-9_./-]+)$")
 
 
+def label_selector_matches(sel: dict | None, labels: dict) -> bool:
+    """metav1.LabelSelector (matchLabels + matchExpressions) against a labels dict; empty matches all."""
+    sel = sel or {}
+    if any(labels.get(k) != v for k, v in (sel.get("matchLabels") or {}).items()):
+        return False
+    for r in sel.get("matchExpressions") or []:
+        key, op, vals = r.get("key"), r.get("operator"), set(r.get("values") or [])
+        if op == "In" and labels.get(key) not in vals or op == "NotIn" and key in labels and labels[key] in vals \
+                or op == "Exists" and key not in labels or op == "DoesNotExist" and key in labels:
+            return False
+    return True
+
+
 def parse_label_selector(s: str | None) -> Callable[[dict], bool]:
     """Return a predicate over a labels dict (equality- and set-based syntax)."""
     if not s:
