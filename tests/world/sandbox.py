@@ -20,6 +20,8 @@ annotation names.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import signal
 import sys
@@ -30,6 +32,7 @@ from datetime import datetime, timezone
 import yaml
 
 from tests.world.kube_sim.admission import http_sink
+from tests.world.kube_sim.discovery import served
 from tests.world.stack import OPT_IN, REPO, WEBHOOK_URL_PLACEHOLDER, Stack
 
 RUN_DIR = REPO / "sandbox-run"
@@ -44,6 +47,14 @@ REFUSED = {"apiVersion": "v1", "kind": "Pod",
            "spec": {"hostNetwork": True, "nodeSelector": {"type": "virtual-kubelet"},
                     "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}],
                     "containers": [{"name": "c", "image": "public.ecr.aws/docker/library/busybox:1.36"}]}}
+
+
+def quick_run_overrides(node: str) -> dict:
+    """What `kubectl run` needs to land a pod on the virtual node besides the opt-in label: the
+    node selector and the provider toleration (--overrides is merged into the pod kubectl builds)."""
+    return {"spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+                     "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists",
+                                      "effect": "NoSchedule"}]}}
 
 
 def utcnow() -> datetime:
@@ -70,7 +81,9 @@ def start_http(app) -> tuple[object, str]:
 
     config = CLIFactory(str(REPO)).create_config_obj(chalice_stage_name="local")
     server = create_local_server(app, config, "127.0.0.1", 0)
-    threading.Thread(target=server.serve_forever, daemon=True, name="chalice-local").start()
+    # The underlying HTTP server directly: LocalDevServer.serve_forever would print
+    # "Serving on http://127.0.0.1:0" (the port asked for, not the one bound).
+    threading.Thread(target=server.server.serve_forever, daemon=True, name="chalice-local").start()
     host, port = server.server.server_address[:2]
     return server, f"http://{host}:{port}"
 
@@ -79,46 +92,80 @@ def examples() -> list[dict]:
     return [yaml.safe_load(path.read_text()) for path in sorted((REPO / "examples").glob("*.yaml"))]
 
 
+def create(stack: Stack, manifest: dict, namespace: str = "default") -> dict:
+    """Create any kind the simulator serves (as `kubectl create -f` would), pods through the client."""
+    if manifest["kind"] == "Pod":
+        return stack.create_pod(manifest, namespace)
+    from tests.world.kube_sim.resources import RESOURCES
+
+    group, _, version = manifest["apiVersion"].rpartition("/")
+    rt = next(r for r in RESOURCES if (r.group, r.version, r.kind) == (group, version, manifest["kind"]))
+    base = f"/apis/{group}/{version}" if group else "/api/v1"
+    path = f"{base}/namespaces/{namespace}/{rt.plural}" if rt.namespaced else f"{base}/{rt.plural}"
+    r = stack.sim.request("POST", path, manifest)
+    if r.status != 201:
+        raise RuntimeError(f"{manifest['kind']} {manifest['metadata']['name']}: {r.status} {r.body.get('message')}")
+    return r.body
+
+
 class Sandbox:
     def __init__(self, backend: str = "ecs"):
         self.backend = backend  # "fly": machines on the local Fly fake instead of the Fargate plane
+        self.node = f"lambdalet-{backend}"  # the virtual node's name says where its pods run
         self.stop_event = threading.Event()
         self.lock = threading.Lock()  # one invocation at a time, like a reserved concurrency of 1
 
-    def run(self, oneshot: bool) -> int:
+    @contextlib.contextmanager
+    def up(self):
+        """Everything started, the examples applied: yields the Stack; stops it all on exit."""
         moto, endpoint = start_moto()
         stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False, anonymous=True,
                       audit={"batch_max_size": 400, "batch_max_wait": 1.0}, admission=False,
-                      backend=self.backend)
+                      backend=self.backend, nodes=(self.node,))
         try:
             stack.start()
-            http, api_url = start_http(stack.app)
-            stack.connect_audit(f"{api_url}/audit")  # the real path: HTTP from the apiserver
+            http, self.api_url = start_http(stack.app)
+            stack.connect_audit(f"{self.api_url}/audit")  # the real path: HTTP from the apiserver
             # The admission webhooks too, their placeholder URL pointing at chalice local.
             stack.connect_admission(lambda url, body, timeout: http_sink(
-                url.replace(WEBHOOK_URL_PLACEHOLDER, api_url), body, timeout))
+                url.replace(WEBHOOK_URL_PLACEHOLDER, self.api_url), body, timeout))
             stack.core.patch_namespace("default", {"metadata": {"labels": OPT_IN}})  # the binding fast path
             stack.sim.start_scheduler(interval=0.5)
             RUN_DIR.mkdir(exist_ok=True)
-            kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
+            self.kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
             self.invoke(stack.reconcile)  # registers the virtual node
             for manifest in examples():
-                stack.create_pod(manifest)
+                create(stack, manifest)
             self.refused = refuse_demo(stack)
             threading.Thread(target=self.eventbridge, args=(stack,), daemon=True).start()
             threading.Thread(target=self.heartbeats, args=(stack,), daemon=True).start()
-            print(f"lambdalet sandbox: Kubernetes API {stack.sim.url}, AWS (moto) {endpoint}, /audit at {api_url}/audit")
-            if self.backend == "fly":
-                print(f"  machines: the Fly Machines fake at {stack.fly.url} (no cloud events: the reconcile reads them)")
-            print(f"  kubectl --kubeconfig {kubeconfig} get pods -o wide")
-            print(f"  kubectl --kubeconfig {kubeconfig} describe pod job-fails")
-            sys.stdout.flush()
-            return self.oneshot(stack) if oneshot else self.forever()
+            self.moto_url = endpoint
+            yield stack
         finally:
             self.stop_event.set()
             with self.lock:
                 stack.stop()
             moto.stop()
+
+    def run(self, oneshot: bool) -> int:
+        with self.up() as stack:
+            print(f"lambdalet sandbox: Kubernetes API {stack.sim.url}, AWS (moto) {self.moto_url}, "
+                  f"lambdalet's API {self.api_url} (/audit, /admission/*)")
+            print(f"  virtual node {self.node}: pods run as "
+                  + (f"Fly Machines on the local Fly fake {stack.fly.url} (no cloud events: the reconcile reads them)"
+                     if self.backend == "fly" else "ECS Fargate tasks (moto's ECS + the simulated Fargate data plane)"))
+            print(f"  the Kubernetes API serves: {served()}")
+            sys.stdout.flush()
+            if oneshot:  # the cluster stops when the scenario ends: no kubectl hints
+                return self.oneshot(stack)
+            print("kubectl, while the sandbox runs:")
+            print(f"  export KUBECONFIG={self.kubeconfig}")
+            print("  kubectl get nodes; kubectl get pods -o wide; kubectl describe pod job-fails")
+            print("  kubectl run hello --image=public.ecr.aws/docker/library/busybox:1.36 --restart=Never "
+                  f"--labels=lambdalet.io/enabled=true --overrides='{json.dumps(quick_run_overrides(self.node))}' "
+                  "-- echo hello")
+            sys.stdout.flush()
+            return self.forever()
 
     def invoke(self, call, *args):
         with self.lock:
@@ -161,12 +208,13 @@ class Sandbox:
         return 0
 
     def oneshot(self, stack: Stack) -> int:
-        wanted = {m["metadata"]["name"]: m["metadata"]["annotations"][EXPECT] for m in examples()}
+        manifests = {m["metadata"]["name"]: m for m in examples()}
+        wanted = {name: m["metadata"]["annotations"][EXPECT] for name, m in manifests.items()}
         deadline = time.monotonic() + ONESHOT_TIMEOUT
         phases: dict[str, str] = {}
         while time.monotonic() < deadline:
             with self.lock:
-                phases = {name: ((stack.pod(name) or {}).get("status") or {}).get("phase", "Gone") for name in wanted}
+                phases = {name: state(stack, m, wanted[name]) for name, m in manifests.items()}
             if phases == wanted:
                 break
             time.sleep(1.0)
@@ -177,6 +225,20 @@ class Sandbox:
             print(f"  {name}: {phase} ({mark})")
         print("sandbox scenario:", "passed" if ok else "FAILED")
         return 0 if ok else 1
+
+
+def state(stack: Stack, manifest: dict, expect: str) -> str:
+    """A Pod's phase; for other kinds `expect` names a condition (Available, Complete): it, once True."""
+    name = manifest["metadata"]["name"]
+    if manifest["kind"] == "Pod":
+        return ((stack.pod(name) or {}).get("status") or {}).get("phase", "Gone")
+    group, _, version = manifest["apiVersion"].rpartition("/")
+    plural = manifest["kind"].lower() + "s"
+    r = stack.sim.request("GET", f"/apis/{group}/{version}/namespaces/default/{plural}/{name}")
+    if r.status != 200:
+        return "Gone"
+    true = [c["type"] for c in (r.body.get("status") or {}).get("conditions") or [] if c.get("status") == "True"]
+    return expect if expect in true else ",".join(true) or "no condition yet"
 
 
 def refuse_demo(stack: Stack) -> bool:
