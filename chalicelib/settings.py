@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
     # Fly Machines: required when backend == "fly" (see _backend_settings)
     fly_api_url: str = Field("https://api.machines.dev", pattern=r"^https?://")
+    fly_platform_url: str = Field("https://api.fly.io", pattern=r"^https?://")  # Fly's platform API: machine logs
     fly_app: str = ""  # the Fly app the machines live in
     fly_region: str = ""  # where machines go (a pod annotation lambdalet.io/fly-region may override)
     fly_fallback_regions: CommaList = ()  # tried in order when a region has no capacity
@@ -109,7 +110,8 @@ class Settings(BaseSettings):
 # What may differ between the nodes of one deployment: where and how machines run.
 PER_NODE = {"backend", "node_cpu", "node_memory", "node_pods", "ecs_cluster", "ecs_subnets",
             "ecs_security_groups", "ecs_assign_public_ip", "ecs_execution_role_arn", "ecs_task_role_arn",
-            "fly_api_url", "fly_app", "fly_region", "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
+            "fly_api_url", "fly_platform_url", "fly_app", "fly_region", "fly_fallback_regions", "fly_token_secret",
+            "fly_claims_table"}
 
 
 def _variable(loc: tuple) -> str:

@@ -27,7 +27,7 @@ def build_backend(config: Settings):
 
         # The Fly token: read from Secrets Manager (cached by powertools), never logged.
         api = FlyApi(config.fly_api_url, config.fly_app,
-                     lambda: secret(config.fly_token_secret))
+                     lambda: secret(config.fly_token_secret), platform_url=config.fly_platform_url)
         claims = Claims(boto3.client("dynamodb", region_name=config.region), config.fly_claims_table,
                         scope=config.fly_app)
         return FlyBackend(api, region=config.fly_region, fallback_regions=config.fly_fallback_regions,
@@ -65,7 +65,7 @@ def build_world(config: Settings) -> World:
 
 # The settings a backend instance is built from (node capacity is not one).
 PER_BACKEND = {"backend", "region", "ecs_cluster", "ecs_subnets", "ecs_security_groups", "ecs_assign_public_ip",
-               "ecs_execution_role_arn", "ecs_task_role_arn", "fly_api_url", "fly_app", "fly_region",
+               "ecs_execution_role_arn", "ecs_task_role_arn", "fly_api_url", "fly_platform_url", "fly_app", "fly_region",
                "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 

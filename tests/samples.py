@@ -10,6 +10,7 @@ FIXTURES = REPO / "tests" / "fixtures"
 SAMPLES = FIXTURES / "kube-apiserver-1.36"
 GOLDEN = SAMPLES / "golden"
 FLY_SPEC = FIXTURES / "fly" / "fly-machines-swagger.json"
+FLY_SPEC_2026 = FIXTURES / "fly" / "machine-config-2026.json"
 
 
 def sample(name: str) -> dict:

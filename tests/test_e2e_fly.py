@@ -271,7 +271,9 @@ def test_duplicate_machine_from_a_racing_create_is_removed_keeping_the_oldest(st
     stack.settle(rounds=4, reconcile=True)
     [first] = machines(stack)
     stack.advance(5)
-    fly_api(stack, "POST", "/machines", json=create_request(machine_spec(stack.pod("web"), NODE, 0), "iad"))
+    racing = create_request(machine_spec(stack.pod("web"), NODE, 0), "iad")
+    del racing["name"]  # names are unique in an app (name_taken): a racer that sent none
+    fly_api(stack, "POST", "/machines", json=racing)
     assert len(stack.fly.machines) == 2
     stack.settle(rounds=4, reconcile=True)
     assert [m["id"] for m in machines(stack)] == [first["id"]]

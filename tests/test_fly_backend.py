@@ -5,6 +5,7 @@ What every backend must do is in test_backend_contract.py."""
 from __future__ import annotations
 
 import logging
+import time
 import threading
 
 import boto3
@@ -32,6 +33,7 @@ from chalicelib.machines.fly import (
     machine_name,
     metadata,
 )
+from chalicelib.machines.fly.backend import PROPAGATION_SECONDS
 from chalicelib.machines.fly.guest import fit
 from chalicelib.pod_spec import machine_spec
 from tests.world.fargate_plane import Clock
@@ -255,9 +257,11 @@ def test_429_is_retried_with_backoff_honouring_retry_after(fly, api, sleeps):
 
 
 def test_retries_give_up_as_a_transient_error(fly, api, sleeps):
-    fly.fail("list", 503, times=api.max_attempts)
+    m = FlyBackend(api, region="iad").create(machine_spec(pod(), "vk", 0))
+    sleeps.clear()
+    fly.fail("get", 503, times=api.max_attempts)
     with pytest.raises(TransientMachineError, match="HTTP 503"):
-        FlyBackend(api, region="iad").list("vk")
+        FlyBackend(api, region="iad").get(m.id)
     assert len(sleeps) == api.max_attempts - 1
 
 
@@ -275,19 +279,55 @@ def test_token_buckets_allow_a_burst_of_three_then_one_per_second():
         slept.append(s)
         now[0] += s
 
-    buckets = TokenBuckets(monotonic=lambda: now[0], sleep=sleep)
+    buckets = TokenBuckets(monotonic=lambda: now[0], sleep=sleep, margin=0)
     waits = [buckets.acquire(("stop", "m1")) for _ in range(5)]
     assert waits[:3] == [0, 0, 0] and waits[3] == pytest.approx(1.0) and waits[4] == pytest.approx(1.0)
-    assert buckets.acquire(("stop", "m2")) == 0  # per machine
-    assert buckets.acquire(("get", "m1")) == 0  # per action
+    assert buckets.acquire(("stop", "m2")) == 0  # per identifier
+    assert buckets.acquire(("destroy", "m1")) == 0  # per action
 
 
-def test_the_fake_enforces_the_rate_limit_and_the_client_respects_it(fly, api):
+def test_get_machine_has_its_own_limit_five_per_second_burst_ten():
+    now = [0.0]
+
+    def sleep(s):
+        now[0] += s
+
+    buckets = TokenBuckets(monotonic=lambda: now[0], sleep=sleep, margin=0)
+    waits = [buckets.acquire(("get", "m1")) for _ in range(12)]
+    assert waits[:10] == [0] * 10 and waits[10] == pytest.approx(0.2) and waits[11] == pytest.approx(0.2)
+
+
+def rate_limited_codes(fly, method, path, n, **kw):
+    return [requests.request(method, f"{fly.url}/v1/apps/app{path}", headers={"Authorization": f"Bearer {TOKEN}"},
+                             timeout=5, **kw).status_code for _ in range(n)]
+
+
+def test_the_fake_limits_per_machine_and_get_more_loosely(fly, api):
     m = FlyBackend(api, region="iad").create(machine_spec(pod(), "vk", 0))
     fly.rate_limit = True
-    url = f"{fly.url}/v1/apps/app/machines/{m.id}"
-    codes = [requests.get(url, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code for _ in range(4)]
-    assert codes == [200, 200, 200, 429]
+    assert rate_limited_codes(fly, "GET", f"/machines/{m.id}", 11) == [200] * 10 + [429]
+    assert rate_limited_codes(fly, "GET", f"/machines/{m.id}/events", 4) == [200] * 3 + [429]
+
+
+def test_the_fake_limits_creates_and_lists_per_app_not_per_machine(fly):
+    """Five creates of five different machines: the old per-machine limit let
+    them all through; Fly limits creates (and lists) per app."""
+    fly.rate_limit = True
+    codes = [requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": {"image": "nginx"}},
+                           headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5).status_code for _ in range(5)]
+    assert codes[:3] == [200] * 3 and 429 in codes[3:]
+    assert rate_limited_codes(fly, "GET", "/machines", 4) == [200] * 3 + [429]
+
+
+def test_the_client_paces_creates_per_app_so_the_fake_never_throttles(fly, sleeps):
+    fly.rate_limit = True
+    api = FlyApi(fly.url, "app", lambda: TOKEN, sleep=lambda s: (sleeps.append(s), time.sleep(s)))
+    backend = FlyBackend(api, region="iad")
+    started = time.monotonic()
+    for n in range(4):
+        backend.create(machine_spec(pod(uid=f"00000000-0000-4000-8000-00000000000{n}"), "vk", 0))
+    assert len(fly.machines) == 4 and 429 not in [s for (_, _, s) in fly.requests]
+    assert sleeps and time.monotonic() - started >= 0.9  # creates and lists paced at 1/s after the burst
 
 
 def test_the_token_never_shows_in_errors_or_logs(fly, api, caplog):
@@ -436,12 +476,14 @@ def test_a_crash_between_create_and_claim_bookkeeping_leaves_one_machine(fly, ap
 
 
 def test_a_settled_claim_whose_machine_is_gone_is_replaced(fly, api, dynamodb):
-    claims = Claims(dynamodb, "claims", scope="app")
+    now = [1000.0]
+    claims = Claims(dynamodb, "claims", scope="app", clock=lambda: now[0])
     backend = FlyBackend(api, region="iad", claims=claims)
     spec = machine_spec(pod(), "vk", 0)
     first = backend.create(spec)
     assert backend.create(spec).id == first.id
     fly.vanish(first.id)
+    now[0] += PROPAGATION_SECONDS + 1  # long after its create: gone, not still propagating
     second = backend.create(spec)
     assert second.id != first.id and claims.holder(UID, 0).machine_id == second.id
 
@@ -469,7 +511,9 @@ def test_capacity_falls_back_region_by_region(fly, api):
 
 
 @pytest.mark.parametrize("body", [
-    {"config": {"image": "x", "containers": [{"name": "a", "image": "x"}]}},  # not in this API version
+    {"config": {"image": "x", "containers": [{"name": "a", "image": "x", "depends_on": [{"name": "b", "condition": "ready"}]}]}},
+    {"config": {"image": "x", "containers": [{"name": "a", "image": "x", "privileged": True}]}},
+    {"config": {"image": "x", "files": [{"guest_path": "/a", "raw_value": "eA==", "mode": "0644"}]}},
     {"config": {"image": "x", "stop_config": {"timeout": 30}}},  # a Duration is a Go duration string
     {"config": {"image": "x", "guest": {"cpus": "2"}}},
     {"config": {"image": "x", "restart": {"policy": "sometimes"}}},
@@ -484,7 +528,7 @@ def test_the_fake_rejects_what_the_spec_does_not_allow(fly, body):
 
 
 def test_the_fake_rejects_unknown_query_parameters_and_bad_tokens(fly):
-    r = requests.get(f"{fly.url}/v1/apps/app/machines?metadata.lambdalet_node=vk",
+    r = requests.get(f"{fly.url}/v1/apps/app/machines?lambdalet_node=vk",
                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
     assert r.status_code == 400 and fly.violations
     fly.violations.clear()

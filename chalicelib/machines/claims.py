@@ -8,9 +8,10 @@ per key ``<scope>/<uid>/<attempt>``:
   ``attribute_not_exists(pk) OR expires_at < :now``: exactly one invocation
   wins; an invocation that crashed before finishing leaves a claim that stops
   blocking once ``expires_at`` has passed (``lease_seconds``).
-* ``settle`` records the created machine id on the winner's claim and makes it
-  last (``retain_seconds``): later calls read the id instead of creating, even
-  where the cloud's list lags behind a create.
+* ``settle`` records the created machine id (and when: ``settled_at``) on the
+  winner's claim and makes it last (``retain_seconds``): later calls read the
+  id instead of creating, even where the cloud's list or GET lags behind a
+  create.
 * ``release`` drops a claim whose create failed, so the retry is not blocked
   for a whole lease.
 
@@ -42,6 +43,7 @@ class Held:
 
     machine_id: str | None
     expires_at: float
+    settled_at: float | None = None  # when the machine id was recorded
 
 
 class Claims:
@@ -104,19 +106,21 @@ class Claims:
         return Held(
             machine_id=(item.get("machine_id") or {}).get("S"),
             expires_at=float((item.get("expires_at") or {}).get("N", "0")),
+            settled_at=float(item["settled_at"]["N"]) if "settled_at" in item else None,
         )
 
     def settle(self, claim: Claim, machine_id: str) -> None:
         """Record the machine on our claim; it now outlives the lease."""
-        until = self.clock() + self.retain_seconds
+        now = self.clock()
+        until = now + self.retain_seconds
         try:
             self.db.update_item(
                 TableName=self.table,
                 Key={"pk": {"S": claim.key}},
-                UpdateExpression="SET machine_id = :m, expires_at = :e, #t = :t",
+                UpdateExpression="SET machine_id = :m, expires_at = :e, settled_at = :s, #t = :t",
                 ConditionExpression="#o = :owner",
                 ExpressionAttributeNames={"#o": "owner", "#t": "ttl"},
-                ExpressionAttributeValues={":m": {"S": machine_id}, ":e": {"N": _num(until)},
+                ExpressionAttributeValues={":m": {"S": machine_id}, ":e": {"N": _num(until)}, ":s": {"N": _num(now)},
                                            ":t": {"N": str(int(until))}, ":owner": {"S": claim.owner}},
             )
         except Exception as e:

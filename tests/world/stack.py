@@ -175,6 +175,7 @@ class Stack:
         create_claims_table(boto3.client("dynamodb", region_name=REGION), FLY_CLAIMS_TABLE)
         self._setenv({
             "LAMBDALET_FLY_API_URL": self.fly.url,
+            "LAMBDALET_FLY_PLATFORM_URL": self.fly.url,  # the fake serves the logs endpoint too
             "LAMBDALET_FLY_APP": FLY_APP,
             "LAMBDALET_FLY_REGION": FLY_REGION,
             "LAMBDALET_FLY_FALLBACK_REGIONS": ",".join(self.fly_fallback_regions),

@@ -21,10 +21,12 @@ Identity and idempotency (Fly has no client token on create)
        still being worked on by another invocation: TransientMachineError
        (the next pass finds the machine). A stale claim (its creator died)
        stops blocking once its lease expires.
-    2. with the claim won, looks the machine up by metadata (the list endpoint
-       of this API version has no metadata filter: one list call, filtered
-       here) so a crash between create and claim bookkeeping never yields a
-       second machine;
+    2. with the claim won, looks the machine up by metadata (one list call
+       with the documented ``metadata.<key>=<value>`` filter, destroyed
+       machines included: a failed launch is not launched again) so a crash
+       between create and claim bookkeeping never yields a second machine;
+       a settled claim whose machine GETs 404 within PROPAGATION_SECONDS
+       of the create is propagation, not a gone machine;
     3. creates it (region: the pod's ``lambdalet.io/fly-region`` annotation
        where the spec carries annotations, else the settings' region; on a
        capacity error, each fallback region in turn), then records the machine
@@ -52,7 +54,12 @@ Observed state (``machine_from_fly``, pure)
     exit code (128 + signal for a signal death), ``oom_killed`` (reason
     ``OOMKilled``), ``requested_stop`` (REQUESTED, else EXITED) and
     ``exited_at``; the latest ``start`` event gives startedAt; ``private_ip``
-    (6PN IPv6) is podIP and hostIP. Fly has no EventBridge:
+    (6PN IPv6) is podIP and hostIP. A machine whose host the API cannot reach
+    (``host_status`` unknown/unreachable) is read from ``incomplete_config``
+    and keeps its last known state; a failed launch (state ``launch_failed`` or
+    a failed ``launch`` event, then ``destroyed``) is FAILED_TO_START with
+    Fly's reason; ``stop_reason`` puts the exit event in words (code, signal,
+    out of memory). Fly has no EventBridge:
     ``machine_from_event`` is always None and status comes through the
     reconcile.
 
@@ -70,8 +77,11 @@ Deletion (``delete``)
     ``delete`` too.
 
 Limits
-    Per-machine actions go through a token bucket of 1 request/s per action
-    per machine, burst 3 (Fly's documented limit). 429 and 5xx are retried with
+    Fly limits per action and identifier: the machine id, or the app for
+    creates and lists; 1 request/s burst 3, Get Machine 5/s burst 10. The
+    client paces itself with one token bucket per (action, identifier).
+    ``MANIFEST_UNKNOWN`` at create is retried with back-off (an image pushed a
+    moment ago), then permanent. 429 and 5xx are retried with
     exponential back-off and full jitter (tenacity), honouring Retry-After,
     within a small budget; a create is retried on 429 only (a 5xx may have
     created it: the claim and the lookup handle that on the next pass).

@@ -13,8 +13,17 @@ from typing import Any
 from ..contract import MachineError, MachineNotFound, PermanentMachineError, TransientMachineError
 from .config import go_duration
 
+DEFAULT_PLATFORM_URL = "https://api.fly.io"
+LOG_RETENTION_DAYS = 7  # what Fly keeps of an app's logs (issue 8, item 8: flyctl's `fly logs`)
+
+
 class CapacityError(TransientMachineError):
     """No room for the machine in that region now: retry, or try another region."""
+
+
+class NameTaken(TransientMachineError):
+    """A create whose machine name exists already: the machine of this
+    (uid, attempt) was created by an earlier call (names are per app)."""
 
 
 
@@ -35,18 +44,39 @@ def error_text(body: Any) -> str:
     return str(body or "")[:300]
 
 
-_CAPACITY_MARKERS = ("insufficient resources", "insufficient memory", "insufficient capacity",
-                     "no capacity", "over the allowed quota", "capacity")
+_CAPACITY_MARKERS = ("insufficient resources", "insufficient memory", "insufficient cpu", "insufficient capacity",
+                     "could not reserve resource", "no capacity", "over the allowed quota", "capacity")
+# Statuses a capacity refusal has been reported with (issue 8, item 2): not only
+# the spec's 412 but 409 and 422 too; 403 for an exhausted org quota.
+_CAPACITY_STATUSES = (403, 409, 412, 422)
+
+
+def body_status(body: Any) -> str:
+    """``ErrorResponse.status``: the machine-readable reason (``insufficient_capacity``, ``name_taken``...)."""
+    return str(body.get("status") or "") if isinstance(body, Mapping) else ""
 
 
 def is_capacity(status: int, body: Any) -> bool:
-    """A capacity refusal: the spec's ``ErrorResponse.status`` is
-    ``insufficient_capacity``, or (older shapes seen in production) 403/409/412
-    whose error names exhausted capacity or quota."""
-    if isinstance(body, Mapping) and body.get("status") == "insufficient_capacity":
+    """A capacity refusal: ``ErrorResponse.status`` is ``insufficient_capacity``
+    (whatever the HTTP status), or a 403/409/412/422 whose error names exhausted
+    capacity, a resource that could not be reserved, or a quota (texts such as
+    "could not reserve resource for machine: insufficient memory available")."""
+    if body_status(body) == "insufficient_capacity":
         return True
     text = error_text(body).lower()
-    return status in (403, 409, 412) and any(m in text for m in _CAPACITY_MARKERS)
+    return status in _CAPACITY_STATUSES and any(m in text for m in _CAPACITY_MARKERS)
+
+
+def is_name_taken(status: int, body: Any) -> bool:
+    return body_status(body) == "name_taken" or (status in (409, 422) and "already taken" in error_text(body).lower())
+
+
+def is_manifest_unknown(status: int, body: Any) -> bool:
+    """The registry has no such image (yet): Fly resolves the image at create
+    and answers 4xx with the registry's ``MANIFEST_UNKNOWN`` in the text; right
+    after a push it is often transient (issue 8, item 4)."""
+    text = error_text(body)
+    return 400 <= status < 500 and ("MANIFEST_UNKNOWN" in text or "manifest unknown" in text.lower())
 
 
 def classify(error: BaseException, action: str = "request") -> MachineError:
@@ -64,6 +94,11 @@ def classify(error: BaseException, action: str = "request") -> MachineError:
         status, text = error.status, str(error)
         if is_capacity(status, error.body):
             return CapacityError(text)
+        if is_name_taken(status, error.body):
+            return NameTaken(text)
+        if is_manifest_unknown(status, error.body):
+            return PermanentMachineError(
+                text + " (the image was still unknown to the registry after retries: check the name and tag)")
         if status == 429 or status == 408 or status >= 500:
             return TransientMachineError(text)
         if status in (401, 403):
@@ -83,23 +118,40 @@ def classify(error: BaseException, action: str = "request") -> MachineError:
 
 
 
-class TokenBuckets:
-    """Client-side limit: ``rate`` requests/s per key with ``burst``; waits for a token."""
+# Fly's documented Machines API limits (issue 8, item 3; Fly's "Machines API
+# rate limits" docs): per action and per identifier, 1 request/s with a burst
+# of 3; Get Machine 5/s, burst 10. The identifier is the machine id for
+# actions on one machine and the app for creates and lists.
+RATE_LIMITS: dict[str, tuple[float, int]] = {"get": (5.0, 10)}
+DEFAULT_RATE_LIMIT = (1.0, 3)
+APP_SCOPED = frozenset({"create", "list"})
 
-    def __init__(self, rate: float = 1.0, burst: int = 3, *,
+
+class TokenBuckets:
+    """Client-side limit: one token bucket per (action, identifier), the
+    action's rate and burst from ``limits`` (else ``rate``/``burst``); waits
+    for a token."""
+
+    def __init__(self, rate: float = DEFAULT_RATE_LIMIT[0], burst: int = DEFAULT_RATE_LIMIT[1], *,
+                 limits: Mapping[str, tuple[float, int]] | None = None, margin: float = 0.05,
                  monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
         self.rate, self.burst, self.monotonic, self.sleep = rate, burst, monotonic, sleep
+        self.margin = margin
+        self.limits = dict(RATE_LIMITS if limits is None else limits)
         self._buckets: dict[tuple, tuple[float, float]] = {}
         self._lock = threading.Lock()
 
     def acquire(self, key: tuple) -> float:
-        """Take one token for ``key``, sleeping if none is left; the time slept."""
+        """Take one token for ``key`` = (action, identifier), sleeping if none is left; the time slept."""
+        rate, burst = self.limits.get(key[0], (self.rate, self.burst))
         with self._lock:
             now = self.monotonic()
-            tokens, at = self._buckets.get(key, (float(self.burst), now))
-            tokens = min(float(self.burst), tokens + (now - at) * self.rate)
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / self.rate
-            self._buckets[key] = (tokens - 1 + wait * self.rate, now + wait)
+            tokens, at = self._buckets.get(key, (float(burst), now))
+            tokens = min(float(burst), tokens + (now - at) * rate)
+            # A little extra on a wait: the server's bucket starts when our first
+            # request arrives, a moment after ours, and refills that much later.
+            wait = 0.0 if tokens >= 1 else (1 - tokens) / rate + self.margin
+            self._buckets[key] = (tokens - 1 + wait * rate, now + wait)
         if wait > 0:
             self.sleep(wait)
         return wait
@@ -138,10 +190,14 @@ class FlyApi:
         max_wait: float = 8.0,
         buckets: TokenBuckets | None = None,
         sleep: Callable[[float], None] = time.sleep,
+        platform_url: str = DEFAULT_PLATFORM_URL,
+        manifest_retries: int = 3,
     ):
         import requests
 
         self.base = base_url.rstrip("/") + "/v1"
+        self.platform = platform_url.rstrip("/")
+        self.manifest_retries = manifest_retries
         self.app = app
         self.token_provider = token_provider
         self.session = session or requests.Session()
@@ -151,13 +207,14 @@ class FlyApi:
         self.buckets = buckets or TokenBuckets(sleep=sleep)
         self.sleep = sleep
 
-    def _once(self, action: str, method: str, path: str, body: Any = None, params: dict | None = None) -> Any:
+    def _once(self, action: str, method: str, path: str, body: Any = None, params: dict | None = None,
+              base: str | None = None) -> Any:
         headers = {"Authorization": f"Bearer {self.token_provider()}", "Accept": "application/json"}
         kwargs: dict[str, Any] = {"headers": headers, "params": params, "timeout": self.timeout}
         if body is not None:
             kwargs["data"] = json.dumps(body)
             headers["Content-Type"] = "application/json"
-        response = self.session.request(method, self.base + path, **kwargs)
+        response = self.session.request(method, (base or self.base) + path, **kwargs)
         if 200 <= response.status_code < 300:
             if not response.content:
                 return None
@@ -172,11 +229,12 @@ class FlyApi:
         raise FlyApiError(action, response.status_code, payload, _retry_after(response.headers.get("Retry-After")))
 
     def call(self, action: str, method: str, path: str, *, body: Any = None, params: dict | None = None,
-             machine_id: str | None = None, retry_5xx: bool = True) -> Any:
-        """One API call: rate-limited per (action, machine), retried on 429
-        (and 5xx/connection errors when ``retry_5xx``) with jittered
-        exponential back-off that honours Retry-After. Raises FlyApiError or
-        a requests exception after the last attempt."""
+             machine_id: str | None = None, retry_5xx: bool = True, base: str | None = None) -> Any:
+        """One API call: rate-limited per (action, machine id) or, for creates
+        and lists, per (action, app); retried on 429 (and 5xx/connection
+        errors when ``retry_5xx``) with jittered exponential back-off that
+        honours Retry-After. Raises FlyApiError or a requests exception after
+        the last attempt."""
         import requests
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_random_exponential
 
@@ -194,21 +252,39 @@ class FlyApi:
         for attempt in Retrying(stop=stop_after_attempt(self.max_attempts), wait=wait,
                                 retry=retry_if_exception(retryable), sleep=self.sleep, reraise=True):
             with attempt:
-                if machine_id is not None:
-                    self.buckets.acquire((action, machine_id))
-                return self._once(action, method, path, body, params)
+                identifier = self.app if action in APP_SCOPED else machine_id
+                if identifier is not None:
+                    self.buckets.acquire((action, identifier))
+                return self._once(action, method, path, body, params, base)
         raise AssertionError("unreachable")  # pragma: no cover
 
     # -- endpoints ---------------------------------------------------------
 
-    def list_machines(self) -> list[dict]:
-        return self.call("list", "GET", f"/apps/{self.app}/machines") or []
+    def list_machines(self, metadata: Mapping[str, str] | None = None, *, include_deleted: bool = False) -> list[dict]:
+        """``GET /machines``, filtered server-side by ``metadata.<key>=<value>``
+        (documented in Fly's Machines resource reference)."""
+        params = {f"metadata.{k}": v for k, v in (metadata or {}).items()}
+        if include_deleted:
+            params["include_deleted"] = "true"
+        return self.call("list", "GET", f"/apps/{self.app}/machines", params=params or None) or []
 
     def get_machine(self, machine_id: str) -> dict:
         return self.call("get", "GET", f"/apps/{self.app}/machines/{machine_id}", machine_id=machine_id)
 
     def create_machine(self, body: dict) -> dict:
-        return self.call("create", "POST", f"/apps/{self.app}/machines", body=body, retry_5xx=False)
+        """POST create. A ``MANIFEST_UNKNOWN`` refusal is retried with back-off
+        (``manifest_retries`` times: right after a push the registry may not
+        serve the image yet), then left to ``classify`` (permanent)."""
+        from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
+
+        for attempt in Retrying(stop=stop_after_attempt(1 + self.manifest_retries),
+                                wait=wait_exponential(multiplier=1, max=self.max_wait),
+                                retry=retry_if_exception(
+                                    lambda e: isinstance(e, FlyApiError) and is_manifest_unknown(e.status, e.body)),
+                                sleep=self.sleep, reraise=True):
+            with attempt:
+                return self.call("create", "POST", f"/apps/{self.app}/machines", body=body, retry_5xx=False)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def stop_machine(self, machine_id: str, signal: str, timeout_seconds: int) -> None:
         self.call("stop", "POST", f"/apps/{self.app}/machines/{machine_id}/stop",
@@ -218,3 +294,20 @@ class FlyApi:
         self.call("destroy", "DELETE", f"/apps/{self.app}/machines/{machine_id}",
                   params={"force": "true"} if force else None, machine_id=machine_id)
 
+    def machine_logs(self, machine_id: str, next_token: str = "") -> tuple[list[dict], str]:
+        """One page of a machine's logs: ``(entries, next_token)``.
+
+        Fly keeps an app's logs for about ``LOG_RETENTION_DAYS`` days and serves
+        them on its platform API (not the Machines API), ``GET
+        {platform_url}/api/v1/apps/{app}/logs?instance=<machine id>&next_token=``,
+        as ``fly logs -i`` reads them (flyctl ``GetAppLogs``; undocumented but
+        stable). Each entry: ``timestamp`` (ISO), ``message``, ``level``,
+        ``instance``, ``region``, ``meta``. Pass the returned ``next_token`` to
+        read on from where this page ended; an empty page means nothing newer
+        yet. Lines older than the retention are gone.
+        """
+        out = self.call("logs", "GET", f"/api/v1/apps/{self.app}/logs",
+                        params={"instance": machine_id, "next_token": next_token},
+                        machine_id=machine_id, base=self.platform) or {}
+        entries = [dict(d.get("attributes") or {}) for d in out.get("data") or [] if isinstance(d, Mapping)]
+        return entries, str((out.get("meta") or {}).get("next_token") or "")

@@ -8,10 +8,16 @@ from typing import Any
 from ...timefmt import EPOCH
 from ..claims import Claim, Claims, Held
 from ..contract import Machine, MachineError, MachineNotFound, MachineSpec, PermanentMachineError, TransientMachineError
-from .api import CapacityError, FlyApi, FlyApiError, classify
+from .api import CapacityError, FlyApi, FlyApiError, NameTaken, classify
 from .config import MAX_STOP_TIMEOUT, META_ATTEMPT, META_NODE, META_UID, MARKER, MARKER_VALUE, create_request, region_override
 from .guest import SIZES
-from .status import _STOPPED, _time, machine_from_fly
+from .status import _STOPPED, UNREACHABLE_HOST, _events, _time, config_of, launch_failure, machine_from_fly
+
+# How long after a create a GET may still answer 404: the API's view of a new
+# machine propagates (flyctl retries such GETs: "propagation delays"; issue 8,
+# item 6). Within it a missing machine is not taken for gone.
+PROPAGATION_SECONDS = 60.0
+
 
 def _refused(err: MachineError) -> bool:
     """Did the API refuse the request (so nothing was created)? 4xx and
@@ -55,14 +61,43 @@ class FlyBackend:
             raise classify(e, action) from e
 
     def _find(self, uid: str, attempt: int) -> list[dict]:
-        """Machines already created for ``(uid, attempt)``, oldest first."""
-        found = [
-            m for m in self._call("list", self.api.list_machines)
-            if ((m.get("config") or {}).get("metadata") or {}).get(META_UID) == uid
-            and ((m.get("config") or {}).get("metadata") or {}).get(META_ATTEMPT) == str(attempt)
-            and m.get("state") not in ("destroyed", "destroying")
-        ]
+        """Machines already created for ``(uid, attempt)``, oldest first: one
+        list call filtered by the API on the pod's UID (``metadata.<key>=``),
+        destroyed ones included so that a launch that failed is seen as such
+        (raises PermanentMachineError then) instead of being launched again."""
+        found = []
+        for m in self._call("list", self.api.list_machines, {META_UID: uid}, include_deleted=True):
+            meta = config_of(m).get("metadata") or {}
+            if meta.get(META_UID) != uid or meta.get(META_ATTEMPT) != str(attempt):
+                continue
+            failed = launch_failure(m, _events(m))
+            if failed:
+                raise PermanentMachineError(failed)
+            if m.get("state") not in ("destroyed", "destroying"):
+                found.append(m)
         return sorted(found, key=lambda m: (_time(m.get("created_at")) or EPOCH, str(m.get("id"))))
+
+    def _existing(self, machine_id: str, settled_at: float | None) -> Machine | None:
+        """The machine a settled claim names, if it still stands for the pod.
+        Raises TransientMachineError while it cannot be told (a host the API
+        cannot reach; a 404 within PROPAGATION_SECONDS of the create), and
+        PermanentMachineError when its launch failed."""
+        raw = self._get_raw(machine_id)
+        if raw is None:
+            if settled_at is not None and self.claims.clock() - settled_at < PROPAGATION_SECONDS:
+                raise TransientMachineError(
+                    f"machine {machine_id} was created moments ago and Fly does not show it yet; checking again")
+            return None
+        failed = launch_failure(raw, _events(raw))
+        if failed:
+            raise PermanentMachineError(failed)
+        if raw.get("state") in ("destroyed", "destroying"):
+            return None
+        machine = machine_from_fly(raw)
+        if machine is None and raw.get("host_status") in UNREACHABLE_HOST:
+            raise TransientMachineError(
+                f"machine {machine_id} is on a host Fly cannot reach now (host_status {raw.get('host_status')})")
+        return machine
 
     def _regions(self, spec: MachineSpec) -> list[str | None]:
         first = region_override(spec) or self.region
@@ -77,6 +112,12 @@ class FlyBackend:
                 return self._call("create", self.api.create_machine, body)
             except CapacityError as err:
                 errors.append(f"{region or 'default region'}: {err}")
+            except NameTaken:
+                # Our name is (uid, attempt): an earlier call created it.
+                found = self._find(spec.pod.uid, spec.attempt)
+                if found:
+                    return found[0]
+                raise
         raise CapacityError("no Fly region has capacity for this machine now: " + "; ".join(errors))
 
     # -- MachineBackend ----------------------------------------------------
@@ -88,7 +129,7 @@ class FlyBackend:
         if self.claims is not None:
             got = self.claims.claim(uid, attempt)
             if isinstance(got, Held) and got.machine_id:
-                existing = self.get(got.machine_id)
+                existing = self._existing(got.machine_id, got.settled_at)
                 if existing is not None:
                     return existing
                 got = self.claims.claim(uid, attempt, replacing=got.machine_id)
@@ -127,8 +168,8 @@ class FlyBackend:
     def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
         # One listing of the app serves every node on it.
         out: dict[str, list[Machine]] = {node: [] for node in nodes}
-        for m in self._call("list", self.api.list_machines):
-            meta = (m.get("config") or {}).get("metadata") or {}
+        for m in self._call("list", self.api.list_machines, {MARKER: MARKER_VALUE}):
+            meta = config_of(m).get("metadata") or {}
             node = meta.get(META_NODE)
             if node not in out or meta.get(MARKER) != MARKER_VALUE:
                 continue

@@ -51,6 +51,16 @@ def exit_code_of(exit_event: Mapping) -> int:
     return 137 if exit_event.get("oom_killed") else 1
 
 
+def exit_words(exit_event: Mapping) -> str:
+    """The machine's exit event in words: the pod shows the cloud's reason."""
+    if exit_event.get("oom_killed"):
+        return f"the guest kernel killed the main process: out of memory (exit code {exit_code_of(exit_event)})"
+    signal = exit_event.get("signal")
+    if isinstance(signal, int) and signal > 0:
+        return f"the main process was killed by signal {signal} (exit code {exit_code_of(exit_event)})"
+    return f"the main process exited with code {exit_code_of(exit_event)}"
+
+
 def image_id(machine: Mapping) -> str | None:
     ref = machine.get("image_ref") or {}
     digest = ref.get("digest")
@@ -60,15 +70,43 @@ def image_id(machine: Mapping) -> str | None:
     return f"{repo}@{digest}" if repo else digest
 
 
+UNREACHABLE_HOST = frozenset({"unknown", "unreachable"})
+
+
+def config_of(m: Mapping) -> dict:
+    """The machine's config. A machine on a host the API cannot reach now
+    comes back with ``host_status`` unknown/unreachable and what the API still
+    knows in ``incomplete_config`` instead of ``config`` (fly-go ``Machine``
+    type; issue 8, item 1): still ours, still the same machine."""
+    return dict(m.get("config") or m.get("incomplete_config") or {})
+
+
+def launch_failure(m: Mapping, events: list[dict]) -> str | None:
+    """Why Fly could not launch the machine, when it could not: the state
+    ``launch_failed`` (after which Fly destroys the machine) or a ``launch``
+    event that failed, e.g. the image pull (``MANIFEST_UNKNOWN``) found
+    asynchronously (issue 8, item 4). None when the launch did not fail."""
+    failed = next((e for e in events if e.get("type") == "launch" and e.get("status") in ("failed", "launch_failed")),
+                  None)
+    if failed is None and m.get("state") != "launch_failed":
+        return None
+    request = (failed or {}).get("request")
+    detail = request.get("error") if isinstance(request, Mapping) else None
+    return f"Fly could not launch the machine: {detail}" if detail else "Fly could not launch the machine"
+
+
 def machine_from_fly(m: Mapping) -> Machine | None:
     """A Machines API ``Machine`` as the contract's Machine; None when it is
-    not one of ours (no lambdalet metadata). See the module docstring."""
-    config = m.get("config") or {}
+    not one of ours (no lambdalet metadata). See the package docstring."""
+    config = config_of(m)
     meta = config.get("metadata") or {}
     if meta.get(MARKER) != MARKER_VALUE or not meta.get(META_UID) or not meta.get(META_NODE):
         return None
     state = str(m.get("state") or "created")
     events = _events(m)
+    launch_failed = launch_failure(m, events)
+    if launch_failed:
+        state = "failed"  # whatever came after (destroyed): it never ran
     # The run that matters is the latest: events after the latest start.
     start = next((e for e in events if e.get("type") == "start" and e.get("status") == "started"), None)
     start_ts = int(start.get("timestamp") or 0) if start else 0
@@ -102,12 +140,12 @@ def machine_from_fly(m: Mapping) -> Machine | None:
     stop_reason: str | None = None
     if state == "failed":
         stop_cause = StopCause.FAILED_TO_START
-        stop_reason = "Fly could not start the machine (state: failed)"
+        stop_reason = launch_failed or "Fly could not start the machine (state: failed)"
     elif phase in (MachinePhase.STOPPED, MachinePhase.STOPPING):
         if exit_info is not None and (exit_info.get("requested_stop") or user_stop):
-            stop_cause, stop_reason = StopCause.REQUESTED, "the machine was asked to stop"
+            stop_cause, stop_reason = StopCause.REQUESTED, f"the machine was asked to stop; {exit_words(exit_info)}"
         elif exit_info is not None:
-            stop_cause, stop_reason = StopCause.EXITED, "the machine's main process exited"
+            stop_cause, stop_reason = StopCause.EXITED, exit_words(exit_info)
         elif user_stop or state in ("stopping", "destroying", "destroyed", "suspending", "suspended"):
             stop_cause, stop_reason = StopCause.REQUESTED, f"the machine was asked to stop (state: {state})"
         else:

@@ -34,10 +34,33 @@ resolves the image synchronously. Events are newest first, with
 
 Faults, on demand: ``fail(action, status, ...)`` (429 with Retry-After, 5xx,
 anything), ``no_capacity(region)`` (412 ``insufficient_capacity`` on
-create in that region), ``oom(id)`` (the kernel kills the machine),
-``vanish(id)`` (the machine disappears), ``latency`` (seconds per request)
-and ``rate_limit`` (enforce 1 req/s per action per machine, burst 3, on the
-real monotonic clock).
+create in that region; other statuses/texts as reported), ``oom(id)`` (the
+kernel kills the machine), ``vanish(id)`` (the machine disappears),
+``latency`` (seconds per request) and ``rate_limit``.
+
+The live API as documented beyond the Swagger file (issue 8; sources in
+``tests/fixtures/fly/README.md``):
+
+* ``unreachable(id)``: the machine's host cannot be reached: it comes back
+  with ``host_status`` unreachable (or unknown) and ``incomplete_config``
+  instead of ``config`` (fly-go ``Machine``).
+* ``rate_limit``: Fly's per-identifier limits (``RATE_LIMITS``): per action
+  and machine id, or per app for creates and lists; 1 req/s burst 3, Get
+  Machine 5/s burst 10; 429 with Retry-After beyond, on the real monotonic clock.
+* Images: ``fresh_image(image, times)`` answers ``MANIFEST_UNKNOWN`` to the
+  next creates of an image just pushed (then it resolves); an image containing
+  ``doesnotexist`` always does. ``fail_launch(image)``: the create succeeds,
+  then the launch fails asynchronously: a failed ``launch`` event, state
+  ``launch_failed``, then ``destroyed``.
+* Machine names are unique in an app: a create reusing a live machine's name
+  is 409 ``name_taken``.
+* ``GET /machines?metadata.<key>=<value>`` filters on config metadata.
+* ``propagation`` (seconds of the fake clock): a new machine is not in GETs
+  (404) nor lists yet (flyctl retries such GETs: "propagation delays").
+* Logs: ``GET /api/v1/apps/{app}/logs?instance=<id>&next_token=`` (the
+  platform API, served here on the same port), flyctl's ``GetAppLogs``
+  shape; the machine's output (what its ``echo`` commands print) and flyd's
+  lines, kept ``LOG_RETENTION`` (about 7 days).
 """
 
 from __future__ import annotations
@@ -49,15 +72,33 @@ import threading
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from tests.world.fargate_plane import Clock, Program, program_of
+from tests.world.fargate_plane import Clock, Program, _commands, program_of
 from tests.world.fly_fake import spec as swagger
 
-ACTIONS = ("list", "create", "get", "delete", "stop", "start", "events")
+ACTIONS = ("list", "create", "get", "delete", "stop", "start", "events", "logs")
+
+# Fly's Machines API rate limits (docs "Machines API rate limits", issue 8 item 3).
+RATE_LIMITS = {"get": (5.0, 10.0)}
+DEFAULT_RATE_LIMIT = (1.0, 3.0)
+APP_SCOPED = {"create", "list"}
+LOG_RETENTION = timedelta(days=7)
+LOG_PAGE = 100
+_LOGS = re.compile(r"^/api/v1/apps/(?P<app>[^/]+)/logs$")
+
+
+def echoed(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str]:
+    """What a program prints: the arguments of its ``echo`` commands."""
+    argv = list(entrypoint or []) + list(cmd or [])
+    if len(argv) >= 3 and argv[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and argv[1] == "-c":
+        commands = [words for _, words in _commands(argv[2])]
+    else:
+        commands = [argv] if argv else []
+    return [" ".join(words[1:]) for words in commands if words and words[0] == "echo"]
 
 _ROUTES: list[tuple[str, str, re.Pattern, str]] = [
     ("GET", "/apps/{app_name}/machines", re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines$"), "list"),
@@ -131,6 +172,9 @@ class FakeMachine:
     destroy_after_stop: bool = False
     pending_exit: dict | None = None  # exit_event to report on the next step
     oom: bool = False
+    host_status: str = "ok"
+    launch_error: str | None = None  # the launch fails asynchronously with this
+    output: list[str] = field(default_factory=list)  # what the program prints once started
 
     def view(self) -> dict:
         image = self.config.get("image", "")
@@ -143,8 +187,12 @@ class FakeMachine:
             "image_ref": {"registry": registry, "repository": repository or repo, "tag": tag or "latest",
                           "digest": "sha256:" + uuid.uuid5(uuid.NAMESPACE_URL, image).hex * 2, "labels": {}},
             "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at or self.created_at),
-            "events": list(self.events),
+            "events": list(self.events), "host_status": self.host_status,
         }
+        if self.host_status != "ok":
+            # What the API knows without the host: the config it stored, not what the host resolved.
+            del out["config"]
+            out["incomplete_config"] = {k: self.config[k] for k in ("image", "metadata") if k in self.config}
         return out
 
 
@@ -165,6 +213,11 @@ class FlyFake:
         self.latency = 0.0
         self.rate_limit = False
         self._buckets: dict[tuple, tuple[float, float]] = {}
+        self.fresh_images: dict[str, int] = {}  # image -> creates still answered MANIFEST_UNKNOWN
+        self.launch_failures: set[str] = set()
+        self.propagation = 0.0  # seconds a new machine stays out of GETs and lists
+        self.urls: list[str] = []  # every request's path and query, in order
+        self.logs: list[dict] = []  # the app's log, oldest first: {"at", "instance", "region", "message", "level"}
         self._lock = threading.RLock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -207,12 +260,37 @@ class FlyFake:
     def throttle(self, action: str, *, times: int = 1, retry_after: float | None = 0.0) -> None:
         self.fail(action, 429, "rate limit exceeded", times=times, retry_after=retry_after)
 
-    def no_capacity(self, region: str | None = None, *, times: int = 1) -> None:
-        """The next ``times`` creates (in ``region``, or anywhere) fail for capacity, as Fly does."""
+    def no_capacity(self, region: str | None = None, *, times: int = 1, status: int = 412,
+                    error: str = "insufficient resources available to fulfill request: could not reserve "
+                                 "resource for machine", code: str | None = "insufficient_capacity") -> None:
+        """The next ``times`` creates (in ``region``, or anywhere) fail for capacity, as Fly does:
+        412 ``insufficient_capacity`` by default; 409/422 and bare texts such as
+        "could not reserve resource for machine: insufficient memory available" have been reported."""
         with self._lock:
-            self.faults += [Fault("create", 412, "insufficient resources available to fulfill request: "
-                                  "could not reserve resource for machine", "insufficient_capacity", None, region)
-                            for _ in range(times)]
+            self.faults += [Fault("create", status, error, code, None, region) for _ in range(times)]
+
+    def unreachable(self, machine_id: str, status: str = "unreachable") -> None:
+        """The machine's host drops out of reach (``status``: unreachable or unknown); ``reachable`` undoes it."""
+        with self._lock:
+            self.machines[machine_id].host_status = status
+
+    def reachable(self, machine_id: str) -> None:
+        with self._lock:
+            self.machines[machine_id].host_status = "ok"
+
+    def fresh_image(self, image: str, times: int = 1) -> None:
+        """``image`` was just pushed: the next ``times`` creates of it see MANIFEST_UNKNOWN."""
+        with self._lock:
+            self.fresh_images[image] = times
+
+    def fail_launch(self, image: str) -> None:
+        """Machines of ``image`` are created, then fail to launch (the pull fails on the host)."""
+        with self._lock:
+            self.launch_failures.add(image)
+
+    def _log(self, m: FakeMachine, message: str, level: str = "info") -> None:
+        self.logs.append({"at": self.clock(), "instance": m.id, "region": m.region,
+                          "message": message, "level": level})
 
     def oom(self, machine_id: str) -> None:
         """The guest kernel's OOM killer ends the machine's main process."""
@@ -247,6 +325,7 @@ class FlyFake:
                       "requested_stop": requested, "restarting": False,
                       "exited_at": now.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}
         self._event(m, "exit", "stopped", "flyd", {"exit_event": exit_event, "restart_count": 0})
+        self._log(m, f"Main child exited with code: {code}" + (" (out of memory)" if oom else ""))
         m.state = "stopping" if m.state == "started" else m.state
 
     def step(self) -> None:
@@ -264,13 +343,24 @@ class FlyFake:
                 break
 
     def _advance(self, m: FakeMachine, now: datetime) -> None:
-        if m.state == "created":
+        if m.state == "created" and m.launch_error:
+            m.state = "launch_failed"
+            self._event(m, "launch", "failed", "flyd", {"error": m.launch_error})
+            self._log(m, f"Error: {m.launch_error}", "error")
+        elif m.state == "launch_failed":
+            m.state = "destroyed"
+            self._event(m, "destroy", "destroyed", "flyd")
+            self.destroyed[m.id] = self.machines.pop(m.id)
+        elif m.state == "created":
             m.state = "starting"
             m.updated_at = now
         elif m.state == "starting":
             m.state = "started"
             m.started_at = now
             self._event(m, "start", "started", "flyd")
+            self._log(m, f"Machine started; running {m.config.get('image', '')}")
+            for line in m.output:
+                self._log(m, line)
         elif m.state == "started":
             if m.oom:
                 self._exit(m, 137, 9, requested=False, oom=True)
@@ -310,9 +400,11 @@ class FlyFake:
     def api_list(self, app: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         include_deleted = query.get("include_deleted") == "true"
         region = query.get("region")
+        wanted = {k[len("metadata."):]: v for k, v in query.items() if k.startswith("metadata.")}
         machines = list(self.machines.values()) + (list(self.destroyed.values()) if include_deleted else [])
         return 200, [m.view() for m in sorted(machines, key=lambda m: m.created_at)
-                     if region is None or m.region == region]
+                     if self._propagated(m) and (region is None or m.region == region)
+                     and all((m.config.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
 
     def api_create(self, app: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
         config = dict(body.get("config") or {})
@@ -324,8 +416,12 @@ class FlyFake:
         image = config.get("image")
         if not image:
             raise ApiError(400, "invalid config.image, image is required")
-        if "doesnotexist" in image:
+        if "doesnotexist" in image or self.fresh_images.get(image, 0) > 0:
+            if self.fresh_images.get(image, 0) > 0:
+                self.fresh_images[image] -= 1
             raise ApiError(400, f"failed to get manifest {image}: MANIFEST_UNKNOWN: manifest unknown")
+        if body.get("name") and any(m.name == body["name"] for m in self.machines.values()):
+            raise ApiError(409, f"a machine named {body['name']} already exists in this app", "name_taken")
         if body.get("skip_launch"):
             raise ApiError(400, "skip_launch is not supported by the fake")
         now = self.clock()
@@ -339,12 +435,21 @@ class FlyFake:
             program=program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd")),
             stop_timeout=parse_go_duration(stop_config.get("timeout", "5s")),
             stop_signal=stop_config.get("signal", "SIGINT"),
+            launch_error=(f"failed to pull image {image}: MANIFEST_UNKNOWN: manifest unknown"
+                          if image in self.launch_failures else None),
+            output=echoed(init.get("entrypoint") or init.get("exec"), init.get("cmd")),
         )
         self._event(m, "launch", "created", "user")
         self.machines[machine_id] = m
         return 200, m.view()
 
+    def _propagated(self, m: FakeMachine) -> bool:
+        return (self.clock() - m.created_at).total_seconds() >= self.propagation
+
     def api_get(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
+        live = self.machines.get(machine_id)
+        if live is not None and not self._propagated(live):
+            raise ApiError(404, "machine not found")
         if machine_id in self.destroyed:
             return 200, self.destroyed[machine_id].view()
         return 200, self._machine(app, machine_id).view()
@@ -399,18 +504,41 @@ class FlyFake:
         return 200, {"ok": True}
 
     # -- rate limit --------------------------------------------------------------
-    def _limited(self, action: str, machine_id: str | None) -> bool:
-        if not self.rate_limit or machine_id is None:
+    def _limited(self, action: str, app: str, machine_id: str | None) -> bool:
+        identifier = app if action in APP_SCOPED else machine_id
+        if not self.rate_limit or identifier is None:
             return False
+        rate, burst = RATE_LIMITS.get(action, DEFAULT_RATE_LIMIT)
+        key = (action, identifier)
         with self._lock:
             now = time.monotonic()
-            tokens, at = self._buckets.get((action, machine_id), (3.0, now))
-            tokens = min(3.0, tokens + (now - at))
+            tokens, at = self._buckets.get(key, (burst, now))
+            tokens = min(burst, tokens + (now - at) * rate)
             if tokens < 1:
-                self._buckets[(action, machine_id)] = (tokens, now)
+                self._buckets[key] = (tokens, now)
                 return True
-            self._buckets[(action, machine_id)] = (tokens - 1, now)
+            self._buckets[key] = (tokens - 1, now)
             return False
+
+    def api_logs(self, app: str, query: dict[str, str]) -> tuple[int, Any]:
+        """One page of the app's log after ``next_token`` (an opaque position here)."""
+        try:
+            start = int(query.get("next_token") or 0)
+        except ValueError:
+            return 400, {"error": "invalid next_token"}
+        oldest = self.clock() - LOG_RETENTION
+        instance, region = query.get("instance"), query.get("region")
+        data, position = [], start
+        while position < len(self.logs) and len(data) < LOG_PAGE:
+            line = self.logs[position]
+            position += 1
+            if line["at"] < oldest or (instance and line["instance"] != instance) or (region and line["region"] != region):
+                continue
+            data.append({"id": f"{position:016x}", "type": "logs", "attributes": {
+                "timestamp": line["at"].strftime("%Y-%m-%dT%H:%M:%S.%fZ"), "message": line["message"],
+                "level": line["level"], "instance": line["instance"], "region": line["region"],
+                "meta": {"instance": line["instance"], "region": line["region"], "event": {"provider": "app"}}}})
+        return 200, {"data": data, "meta": {"next_token": str(position)}}
 
     def violation(self, text: str) -> None:
         with self._lock:
@@ -420,6 +548,18 @@ class FlyFake:
     def handle(self, method: str, raw_path: str, headers: dict[str, str], raw_body: bytes) -> tuple[int, Any, dict]:
         split = urlsplit(raw_path)
         where = f"{method} {split.path}"
+        logs = _LOGS.match(split.path) if method == "GET" else None
+        if logs is not None:  # the platform API: not in the Machines spec
+            if headers.get("authorization") != f"Bearer {self.token}":
+                return 401, {"error": "You must be authenticated to view this."}, {}
+            if logs["app"] not in self.apps:
+                return 404, {"error": "app not found"}, {}
+            query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
+            if self._limited("logs", logs["app"], query.get("instance")):
+                return 429, {"error": "rate limit exceeded"}, {"Retry-After": "1"}
+            with self._lock:
+                status, out = self.api_logs(logs["app"], query)
+            return status, out, {}
         route = next(((template, pattern, action) for m_, template, pattern, action in _ROUTES
                       if m_ == method and pattern.match(split.path)), None)
         if route is None:
@@ -431,6 +571,9 @@ class FlyFake:
         query: dict[str, str] = {}
         allowed = swagger.query_params(op)
         for key, values in parse_qs(split.query, keep_blank_values=True).items():
+            if action == "list" and key.startswith("metadata.") and len(key) > len("metadata."):
+                query[key] = values[-1]  # documented filter, not in the Swagger file
+                continue
             if key not in allowed:
                 self.violation(f"{where}: query parameter {key!r} is not in the spec")
                 return 400, {"error": f"unknown query parameter {key}"}, {}
@@ -463,7 +606,7 @@ class FlyFake:
         elif required:
             self.violation(f"{where}: the request body is required")
             return 400, {"error": "request body required"}, {}
-        if self._limited(action, params.get("id")):
+        if self._limited(action, params["app"], params.get("id")):
             return 429, {"error": "rate limit exceeded"}, {"Retry-After": "1"}
         fault = self._take_fault(action) if action != "create" else None
         if fault is not None:
@@ -525,6 +668,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.fake.check_response(self.command, self.path, status, body)
         with self.fake._lock:
             self.fake.requests.append((self.command, urlsplit(self.path).path, status))
+            self.fake.urls.append(self.path)
         data = json.dumps(body).encode() if body is not None else b""
         self.send_response(status)
         self.send_header("Content-Type", "application/json")

@@ -1,0 +1,211 @@
+"""Fly Machines as the live API behaves, beyond the Swagger file (issue 8, Fly
+items 1-8): each test reproduces a documented behaviour in the Fly fake and
+checks the client copes. Sources: ``tests/fixtures/fly/README.md``."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+import requests
+
+from chalicelib.machines.claims import Claims
+from chalicelib.machines.contract import MachinePhase, PermanentMachineError, StopCause, TransientMachineError
+from chalicelib.machines.fly import FlyApi, FlyApiError, FlyBackend, classify, machine_from_fly
+from chalicelib.machines.fly.api import CapacityError, NameTaken
+from chalicelib.machines.fly.config import META_UID
+from chalicelib.pod_spec import machine_spec
+from tests.test_fly_backend import TOKEN, UID, api, aws_env, dynamodb, fly, pod, sleeps  # noqa: F401 - fixtures
+from tests.world.fly_fake.server import LOG_RETENTION
+
+NODE = "vk"
+
+
+def spec(*containers: dict, **kw):
+    return machine_spec(pod(*containers, **kw), NODE, 0)
+
+
+def started(fly, backend, s=None):
+    m = backend.create(s or spec())
+    fly.settle()
+    return m
+
+
+# -- 1. host_status unknown/unreachable, incomplete_config ------------------------------
+
+
+@pytest.mark.parametrize("host", ["unreachable", "unknown"])
+def test_a_machine_on_an_unreachable_host_stays_listed_as_ours(fly, api, host):
+    backend = FlyBackend(api, region="iad")
+    m = started(fly, backend)
+    fly.unreachable(m.id, host)
+    raw = requests.get(f"{fly.url}/v1/apps/app/machines/{m.id}", headers={"Authorization": f"Bearer {TOKEN}"},
+                       timeout=5).json()
+    assert "config" not in raw and raw["host_status"] == host and raw["incomplete_config"]["metadata"]
+    [seen] = backend.list(NODE)
+    assert seen.id == m.id and seen.pod.uid == UID and seen.phase == MachinePhase.RUNNING
+
+
+def test_a_machine_on_an_unreachable_host_is_never_created_twice(fly, api, dynamodb):
+    backend = FlyBackend(api, region="iad", claims=Claims(dynamodb, "claims", scope="app"))
+    m = started(fly, backend)
+    fly.unreachable(m.id)
+    assert backend.create(spec()).id == m.id
+    assert FlyBackend(api, region="iad").create(spec()).id == m.id  # without the claim: the lookup
+    assert len(fly.machines) == 1
+
+
+def test_an_unreachable_machine_without_metadata_makes_the_create_wait(fly, api, dynamodb):
+    """The pessimistic reading: incomplete_config may not even hold our metadata."""
+    backend = FlyBackend(api, region="iad", claims=Claims(dynamodb, "claims", scope="app"))
+    m = started(fly, backend)
+    fly.unreachable(m.id)
+    fly.machines[m.id].config = {"image": fly.machines[m.id].config["image"]}
+    with pytest.raises(TransientMachineError, match="host Fly cannot reach"):
+        backend.create(spec())
+    assert len(fly.machines) == 1
+
+
+# -- 2. capacity refusals ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("status", "error", "code"), [
+    (412, "insufficient resources available to fulfill request", "insufficient_capacity"),
+    (409, "could not reserve resource for machine: insufficient memory available", None),
+    (422, "could not reserve resource for machine: insufficient CPUs available", None),
+    (500, "placement failed", "insufficient_capacity"),
+])
+def test_every_reported_capacity_refusal_moves_to_the_fallback_region(fly, api, status, error, code):
+    fly.no_capacity("iad", status=status, error=error, code=code)
+    m = FlyBackend(api, region="iad", fallback_regions=["ams"]).create(spec())
+    assert fly.machines[m.id].region == "ams"
+
+
+def test_classify_reads_the_error_body_status():
+    assert type(classify(FlyApiError("create", 422, {"error": "x", "status": "insufficient_capacity"}))) is CapacityError
+    assert type(classify(FlyApiError("create", 409, {"error": "taken", "status": "name_taken"}))) is NameTaken
+
+
+def test_name_taken_is_the_earlier_machine_never_a_failed_pod(fly, api):
+    """Names are unique in an app: our name (uid, attempt) taken means it was created."""
+    s = spec()
+    FlyBackend(api, region="iad").create(s)
+    [first] = fly.machines.values()
+    # an older lambdalet's machine: our name, metadata the lookup does not match
+    first.config = {**first.config, "metadata": {"lambdalet": "v1"}}
+    with pytest.raises(TransientMachineError) as err:
+        FlyBackend(api, region="iad").create(s)
+    assert not isinstance(err.value, PermanentMachineError) and "name_taken" in str(err.value)
+    assert len(fly.machines) == 1
+
+
+# -- 3. rate limits: tests/test_fly_backend.py (per identifier, Get Machine, per app) --------
+
+
+# -- 4. images: MANIFEST_UNKNOWN (sync, often transient) and launch_failed (async) -----------
+
+
+def test_an_image_just_pushed_is_retried_until_the_registry_serves_it(fly, api, sleeps):
+    fly.fresh_image("nginx:1.27", times=2)
+    m = FlyBackend(api, region="iad").create(spec())
+    assert m.phase == MachinePhase.PENDING
+    assert [s for (meth, p, s) in fly.requests if meth == "POST"] == [400, 400, 200]
+    assert len(sleeps) == 2 and sleeps[1] >= sleeps[0]  # back-off
+
+
+def test_an_image_that_never_appears_is_a_permanent_failure_after_the_retries(fly, api, sleeps):
+    with pytest.raises(PermanentMachineError, match="MANIFEST_UNKNOWN"):
+        FlyBackend(api, region="iad").create(spec(*[{"name": "app", "image": "doesnotexist:1"}]))
+    assert [s for (meth, p, s) in fly.requests if meth == "POST"] == [400] * (1 + api.manifest_retries)
+
+
+@pytest.mark.parametrize("with_claims", [True, False])
+def test_an_asynchronous_launch_failure_is_a_failed_start_with_the_reason(fly, api, dynamodb, with_claims):
+    claims = Claims(dynamodb, "claims", scope="app") if with_claims else None
+    backend = FlyBackend(api, region="iad", claims=claims)
+    fly.fail_launch("nginx:1.27")
+    m = backend.create(spec())
+    fly.step()  # launch_failed
+    [seen] = backend.list(NODE)
+    assert seen.phase == MachinePhase.STOPPED and seen.stop_cause == StopCause.FAILED_TO_START
+    assert "MANIFEST_UNKNOWN" in seen.stop_reason and seen.containers[0].state == "waiting"
+    fly.step()  # destroyed: gone from lists; the next create must not launch it again
+    assert m.id in fly.destroyed and backend.list(NODE) == []
+    with pytest.raises(PermanentMachineError, match="could not launch"):
+        backend.create(spec())
+    assert len(fly.machines) == 0 and len(fly.destroyed) == 1
+
+
+# -- 5. metadata filter -------------------------------------------------------------------------
+
+
+def test_the_list_is_filtered_by_metadata_on_the_server(fly, api):
+    backend = FlyBackend(api, region="iad")
+    mine = backend.create(spec())
+    requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": {"image": "nginx"}},
+                  headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert [m["id"] for m in api.list_machines({META_UID: UID})] == [mine.id]
+    assert len(api.list_machines()) == 2
+    fly.urls.clear()
+    backend.list(NODE)
+    backend.create(spec())
+    lists = [u for u in fly.urls if u.split("?")[0].endswith("/machines")]
+    assert lists and all("metadata." in u for u in lists)
+
+
+# -- 6. propagation: a GET right after create may 404 ---------------------------------------------
+
+
+def test_a_404_right_after_create_does_not_create_a_second_machine(fly, api, dynamodb):
+    now = [1000.0]
+    backend = FlyBackend(api, region="iad", claims=Claims(dynamodb, "claims", scope="app", clock=lambda: now[0]))
+    fly.propagation = 5.0
+    m = backend.create(spec())
+    with pytest.raises(TransientMachineError, match="does not show it yet"):
+        backend.create(spec())
+    assert len(fly.machines) == 1
+    fly.clock.advance(5)
+    now[0] += 5
+    assert backend.create(spec()).id == m.id and len(fly.machines) == 1
+
+
+# -- 7. the 2026 schema: multi-container, files -----------------------------------------------------
+
+
+def test_the_fake_accepts_containers_with_depends_on_and_files_with_mode(fly):
+    config = {"image": "nginx", "containers": [
+        {"name": "init", "image": "busybox", "cmd": ["true"], "files": [
+            {"guest_path": "/etc/app/conf", "raw_value": base64.b64encode(b"x=1").decode(), "mode": 0o644}]},
+        {"name": "app", "image": "nginx", "depends_on": [{"name": "init", "condition": "exited_successfully"}],
+         "env": {"A": "1"}},
+    ]}
+    r = requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": config},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert r.status_code == 200 and fly.violations == []
+
+
+# -- 8. logs from the platform API -----------------------------------------------------------------
+
+
+def test_machine_logs_come_from_the_platform_logs_endpoint(fly, sleeps):
+    api = FlyApi(fly.url, "app", lambda: TOKEN, sleep=sleeps.append, platform_url=fly.url)
+    backend = FlyBackend(api, region="iad")
+    one = started(fly, backend, spec(*[{"name": "app", "image": "busybox", "command": ["sh", "-c", "echo hello; echo world; sleep 1000"]}]))
+    other = started(fly, backend, machine_spec(pod(*[{"name": "app", "image": "busybox", "command": ["echo", "other"]}],
+                                                   uid="00000000-0000-4000-8000-0000000000b2"), NODE, 0))
+    entries, token = api.machine_logs(one.id)
+    messages = [e["message"] for e in entries]
+    assert "hello" in messages and "world" in messages and "other" not in messages
+    assert all(e["instance"] == one.id and e["region"] == "iad" and e["timestamp"] for e in entries)
+    assert any(u.startswith(f"/api/v1/apps/app/logs?instance={one.id}") for u in fly.urls)
+    assert api.machine_logs(one.id, token) == ([], token)  # nothing newer yet
+    assert "other" in [e["message"] for e in api.machine_logs(other.id)[0]]
+
+
+def test_logs_older_than_the_retention_are_gone(fly, sleeps):
+    api = FlyApi(fly.url, "app", lambda: TOKEN, sleep=sleeps.append, platform_url=fly.url)
+    m = started(fly, FlyBackend(api, region="iad"),
+                spec(*[{"name": "app", "image": "busybox", "command": ["sh", "-c", "echo early; sleep 1000"]}]))
+    assert "early" in [e["message"] for e in api.machine_logs(m.id)[0]]
+    fly.clock.advance(LOG_RETENTION.total_seconds() + 1)
+    assert api.machine_logs(m.id)[0] == []
