@@ -231,6 +231,21 @@ def test_image_that_cannot_be_pulled_fails_the_pod_and_says_why(stack):
     assert "manifest unknown" in pod["status"]["message"]
 
 
+def test_a_launch_that_fails_after_the_create_fails_the_pod_with_flys_reason(stack):
+    """Fly found the image missing on the host: launch_failed, then destroyed. The
+    pod fails to start and says why; it is never shown as a requested stop, and
+    no machine is launched again."""
+    image = "registry.example/app:just-pushed"
+    stack.fly.fail_launch(image)
+    stack.create_pod(virtual_pod("late", image=image, restart="Always"))
+    stack.settle(rounds=6, reconcile=True)
+    pod = stack.pod("late")
+    assert pod["status"]["phase"] == "Failed", pod["status"]
+    assert "could not launch" in pod["status"]["message"] and "MANIFEST_UNKNOWN" in pod["status"]["message"]
+    assert "asked to stop" not in json.dumps(pod["status"])
+    assert len(stack.fly.machines) + len(stack.fly.destroyed) == 1
+
+
 def test_capacity_error_moves_the_machine_to_a_fallback_region(stack):
     stack.fly.no_capacity("iad", times=5)
     stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))

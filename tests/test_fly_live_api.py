@@ -209,3 +209,26 @@ def test_logs_older_than_the_retention_are_gone(fly, sleeps):
     assert "early" in [e["message"] for e in api.machine_logs(m.id)[0]]
     fly.clock.advance(LOG_RETENTION.total_seconds() + 1)
     assert api.machine_logs(m.id)[0] == []
+
+
+# -- say what happened: Machine.stop_code / stop_reason from Fly's own words ---------------------
+
+
+def test_fly_says_what_happened_oom_exit_and_launch_failure(fly, api):
+    backend = FlyBackend(api, region="iad")
+    oom = started(fly, backend)
+    fly.oom(oom.id)
+    fly.settle()
+    seen = backend.get(oom.id)
+    assert seen.stop_code == "oom" and "out of memory" in seen.stop_reason
+    assert seen.containers[0].reason == "OOMKilled" and seen.containers[0].exit_code == 137
+    done = started(fly, backend, machine_spec(pod(*[{"name": "app", "image": "busybox", "command": ["sh", "-c", "exit 3"]}],
+                                                  uid="00000000-0000-4000-8000-0000000000c3"), NODE, 0))
+    seen = backend.get(done.id)
+    assert (seen.stop_cause, seen.stop_code) == (StopCause.EXITED, "exited") and "code 3" in seen.stop_reason
+    fly.fail_launch("nginx:2")
+    bad = backend.create(machine_spec(pod(*[{"name": "app", "image": "nginx:2"}],
+                                          uid="00000000-0000-4000-8000-0000000000d4"), NODE, 0))
+    fly.step()
+    seen = backend.get(bad.id)
+    assert seen.stop_code == "launch_failed" and seen.cloud_says().startswith("launch_failed: Fly could not launch")

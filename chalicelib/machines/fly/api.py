@@ -278,7 +278,7 @@ class FlyApi:
         from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
         for attempt in Retrying(stop=stop_after_attempt(1 + self.manifest_retries),
-                                wait=wait_exponential(multiplier=1, max=self.max_wait),
+                                wait=wait_exponential(multiplier=0.5, max=self.max_wait),
                                 retry=retry_if_exception(
                                     lambda e: isinstance(e, FlyApiError) and is_manifest_unknown(e.status, e.body)),
                                 sleep=self.sleep, reraise=True):

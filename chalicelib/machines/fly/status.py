@@ -138,18 +138,26 @@ def machine_from_fly(m: Mapping) -> Machine | None:
 
     stop_cause: StopCause | None = None
     stop_reason: str | None = None
+    # stop_code: Fly's own word for what happened (its state or exit-event field).
+    stop_code: str | None = None
     if state == "failed":
         stop_cause = StopCause.FAILED_TO_START
+        stop_code = "launch_failed" if launch_failed else "failed"
         stop_reason = launch_failed or "Fly could not start the machine (state: failed)"
     elif phase in (MachinePhase.STOPPED, MachinePhase.STOPPING):
+        if exit_info is not None:
+            stop_code = "oom" if exit_info.get("oom_killed") else (
+                "requested_stop" if exit_info.get("requested_stop") else "exited")
         if exit_info is not None and (exit_info.get("requested_stop") or user_stop):
             stop_cause, stop_reason = StopCause.REQUESTED, f"the machine was asked to stop; {exit_words(exit_info)}"
         elif exit_info is not None:
             stop_cause, stop_reason = StopCause.EXITED, exit_words(exit_info)
         elif user_stop or state in ("stopping", "destroying", "destroyed", "suspending", "suspended"):
             stop_cause, stop_reason = StopCause.REQUESTED, f"the machine was asked to stop (state: {state})"
+            stop_code = state
         else:
             stop_cause, stop_reason = StopCause.LOST, f"Fly stopped the machine without an exit (state: {state})"
+            stop_code = state
 
     name = meta.get(META_CONTAINER) or "main"
     image = str(config.get("image") or "")
@@ -198,6 +206,7 @@ def machine_from_fly(m: Mapping) -> Machine | None:
         ip=ip,
         host_ip=ip,
         stop_cause=stop_cause,
+        stop_code=stop_code,
         stop_reason=stop_reason,
         containers=(run,),
     )
