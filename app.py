@@ -5,7 +5,7 @@ container answering admission reviews never loads the reconciler, and the
 other way round (cold start is paid on every scale-out).
 """
 
-from chalice import BadRequestError, Chalice, Rate, UnauthorizedError
+from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, UnauthorizedError
 
 from chalicelib import wiring
 
@@ -19,7 +19,7 @@ def audit():
     from chalicelib.usecases import audit as usecase
     from chalicelib.usecases.world import BadPayload
 
-    _only_our_apiserver()
+    _only_our_apiserver("audit")
     try:
         report = usecase.handle_audit(wiring.world(), app.current_request.raw_body)
     except BadPayload as err:
@@ -46,7 +46,7 @@ def _admission(webhook: str) -> dict:
     from chalicelib.usecases import admission_review as usecase
     from chalicelib.usecases.world import BadPayload
 
-    _only_our_apiserver()
+    _only_our_apiserver("admission")
     try:
         result = usecase.handle_admission(wiring.world(), app.current_request.raw_body, webhook)
     except BadPayload as err:
@@ -56,9 +56,22 @@ def _admission(webhook: str) -> dict:
     return result.body
 
 
-def _only_our_apiserver() -> None:
-    from chalicelib.usecases.world import caller_allowed
+class RequestEntityTooLargeError(ChaliceViewError):
+    STATUS_CODE = 413
 
+
+def _only_our_apiserver(kind: str) -> None:
+    """A bounded body (413, before anything reads it) from our apiserver (401)."""
+    from chalicelib.usecases.world import caller_allowed
+    from chalicelib.webhook_guard import too_large
+
+    request = app.current_request
+    refused = too_large(kind, request.headers.get("content-length"), lambda: request.raw_body)
+    if refused:
+        from chalicelib import telemetry
+
+        telemetry.count("WebhookBodiesTooLarge", 1)
+        raise RequestEntityTooLargeError(refused)
     if not caller_allowed(wiring.world(), app.current_request.headers.get("authorization")):
         from chalicelib import telemetry
 

@@ -219,16 +219,19 @@ def _size_problem(pod: dict, sizes: Sizes | None) -> tuple[str, str] | None:
             f"{memory_text(sizes.largest_memory_mib)}: lower the requests/limits or split the pod")
 
 
-def problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
-    """Everything in ``pod`` lambdalet cannot run: ``[(field path, what to do)]``."""
-    found = pod_spec.unsupported(pod)
+def _quantity_problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
+    """Malformed, negative or larger-than-any-machine requests and limits."""
     try:
+        pod_spec.pod_size(pod)
         size = _size_problem(pod, sizes)
     except pod_spec.UnsupportedPod as err:
-        found.extend(err.violations)
-    else:
-        if size:
-            found.append(size)
+        return list(err.violations)
+    return [size] if size else []
+
+
+def problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
+    """Everything in ``pod`` lambdalet cannot run: ``[(field path, what to do)]``."""
+    found = pod_spec.unsupported(pod) + _quantity_problems(pod, sizes)
     if not ((pod.get("spec") or {}).get("containers")):
         found.append(("spec.containers", "a pod needs at least one container"))
     return found
@@ -244,8 +247,10 @@ def validate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Mapping[s
     if node is None:
         return Decision()
     found = problems(pod, sizes.get(node))
-    if not found:
-        return Decision(node=node)
+    return _refusal(node, found) if found else Decision(node=node)
+
+
+def _refusal(node: str, found: list[tuple[str, str]]) -> Decision:
     listing = "; ".join(f"{path}: {why}" for path, why in found)
     message = (f"lambdalet node {node} cannot run this pod: {listing}. Change these fields, or keep the pod "
                f"off lambdalet nodes (remove its {PROVIDER_TAINT} toleration and the nodeName/nodeSelector/"
@@ -318,5 +323,11 @@ def mutate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Mapping[str
     node = targeted_node(pod, nodes) if pod is not None else None
     if node is None:
         return Decision()
+    # Quantities are refused here too: the mutating webhook runs before the
+    # apiserver validates the pod, so a negative or absurd request must not be
+    # defaulted around (and the patch must never rest on it).
+    found = _quantity_problems(pod, sizes.get(node))
+    if found:
+        return _refusal(node, found)
     backend = nodes[node]["metadata"]["labels"][BACKEND_ANNOTATION]  # the node says where it runs pods
     return Decision(node=node, patch=defaults_patch(pod, backend, sizes.get(node)))

@@ -64,13 +64,18 @@ _QUANTITY = re.compile(
 )
 
 
+# Beyond 10^±30 no machine size is meant (E is 10^18); also keeps Decimal from
+# overflowing on "1e999999999".
+MAX_EXPONENT = 30
+
+
 def parse_quantity(value: Any, field: str = "quantity") -> Decimal:
     """A Kubernetes resource.Quantity ("250m", "1Gi", "1e9", 2) as a Decimal
     in base units (cores, bytes). Raises UnsupportedPod naming ``field``."""
     if isinstance(value, bool):
         raise UnsupportedPod([(field, f"{value!r} is not a quantity")])
     if isinstance(value, (int, float)):
-        return Decimal(str(value))
+        value = str(value)  # JSON numbers go through the same checks as strings
     m = _QUANTITY.match(str(value).strip())
     if not m:
         raise UnsupportedPod(
@@ -80,9 +85,12 @@ def parse_quantity(value: Any, field: str = "quantity") -> Decimal:
         num = Decimal(m["num"])
     except InvalidOperation:  # pragma: no cover - the regex only admits numbers
         raise UnsupportedPod([(field, f"{value!r} is not a number")]) from None
-    if m["exp"]:
-        return num * (Decimal(10) ** int(m["exp"][1:]))
-    return num * _SUFFIX[m["suffix"] or ""]
+    if m["exp"] and abs(int(m["exp"][1:])) > MAX_EXPONENT:
+        raise UnsupportedPod([(field, f"{value!r} is out of range for a resource quantity")])
+    quantity = num * (Decimal(10) ** int(m["exp"][1:]) if m["exp"] else _SUFFIX[m["suffix"] or ""])
+    if quantity < 0:  # as kube-apiserver's validation (ValidateNonnegativeQuantity)
+        raise UnsupportedPod([(field, f"{value!r} is negative: a resource quantity must be 0 or more")])
+    return quantity
 
 
 def cpu_millis(value: Any, field: str = "cpu") -> int:

@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Secrets Manager id/ARN of the bearer token kube-apiserver presents to /audit
     # and /admission/* (its webhook kubeconfigs). Empty: no check (the sandbox).
     webhook_token_secret: str = ""
+    # Seconds after a rotation (the AWSCURRENT version's creation) during which the
+    # AWSPREVIOUS token is still accepted: time for every apiserver to pick up the new one.
+    webhook_token_rotation_window: int = Field(3600, ge=0)
     node_names: CommaList = Field(min_length=1)  # the virtual nodes this deployment serves
     node_cpu: str = "1000"
     node_memory: str = "4Ti"

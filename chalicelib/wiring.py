@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from functools import lru_cache
 
 from chalicelib.settings import Settings, settings
@@ -59,8 +60,20 @@ def build_world(config: Settings) -> World:
         capacity = {"cpu": mine.node_cpu, "memory": mine.node_memory, "pods": mine.node_pods}
         region = mine.fly_region if mine.backend == "fly" else mine.region
         nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow())
-    webhook_token = (lambda: secret(config.webhook_token_secret)) if config.webhook_token_secret else None
-    return World(kube=kube, backends=backends, nodes=nodes, webhook_token=webhook_token)
+    return World(kube=kube, backends=backends, nodes=nodes, webhook_tokens=webhook_tokens(config))
+
+
+def webhook_tokens(config: Settings):
+    """The tokens our webhooks accept (current, and previous during a rotation); None: no check."""
+    if not config.webhook_token_secret:
+        return None
+    import boto3
+
+    from chalicelib.webhook_guard import WebhookTokens, secrets_manager_fetch
+
+    client = boto3.client("secretsmanager", region_name=config.region)
+    return WebhookTokens(secrets_manager_fetch(client, config.webhook_token_secret), utcnow,
+                         window=timedelta(seconds=config.webhook_token_rotation_window))
 
 
 # The settings a backend instance is built from (node capacity is not one).

@@ -16,10 +16,12 @@ from chalicelib.machines.contract import Machine, MachinePhase, MachineSpec, Tra
 from chalicelib.machines.fargate_sizes import SIZES as FARGATE
 from chalicelib.node import node_object
 from chalicelib.usecases.world import World
+from chalicelib.webhook_guard import WebhookTokens
 from tests.samples import REPO, sample
 
 NOW = datetime(2026, 11, 27, 12, 0, tzinfo=timezone.utc)
 UID = "1bd47beb-026c-4a60-95f6-3df9c511fb9c"
+TOKEN = "the-apiserver-webhook-token"
 
 
 class RecordingKube:
@@ -69,7 +71,9 @@ def unbound_pod() -> dict:
 def world(monkeypatch):
     # The sample pod tolerates virtual-kubelet.io/provider=test: the node's taint says "test".
     nodes = {"vk-test": node_object("vk-test", "test", "us-east-1", {"cpu": "10"}, NOW)}
-    w = World(kube=RecordingKube(unbound_pod()), backends={"vk-test": RecordingBackend()}, nodes=nodes, clock=lambda: NOW)
+    tokens = WebhookTokens(lambda stage: (TOKEN, NOW) if stage == "AWSCURRENT" else None, lambda: NOW)
+    w = World(kube=RecordingKube(unbound_pod()), backends={"vk-test": RecordingBackend()}, nodes=nodes,
+              clock=lambda: NOW, webhook_tokens=tokens)
     monkeypatch.setattr(wiring, "world", lambda: w)
     monkeypatch.setenv("POWERTOOLS_METRICS_DISABLED", "true")
     return w
@@ -83,9 +87,10 @@ def client(world):
         yield c
 
 
-def post(client, path: str, body) -> tuple[int, dict]:
+def post(client, path: str, body, token: str | None = TOKEN) -> tuple[int, dict]:
     raw = body if isinstance(body, bytes) else json.dumps(body).encode()
-    r = client.http.post(path, headers={"Content-Type": "application/json"}, body=raw)
+    headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {token}"} if token else {})}
+    r = client.http.post(path, headers=headers, body=raw)
     return r.status_code, json.loads(r.body or b"null")
 
 

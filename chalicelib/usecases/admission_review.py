@@ -24,7 +24,9 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
     error answers allowed (and is reported), so a lambdalet bug never blocks
     pods; a refusal is only ever the pure decision on the pod itself. A
     ``pods/binding`` CREATE for our node starts the machine now (validate only,
-    never on dryRun): the pod is read, planned as if already bound and created.
+    never on dryRun, and only when the caller proved it is our apiserver — a
+    webhook token is configured): the pod is read, planned as if already bound
+    and created.
     Creating is idempotent on (pod UID, attempt), so a repeated or later-refused
     binding is harmless: the reconciler stops machines whose pod never got bound
     to us (plan.ORPHAN_GRACE).
@@ -46,7 +48,7 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
         log.exception("admission %s failed for %s %s/%s", webhook, request.operation, request.namespace, request.name)
         result.errors.append(f"{webhook}: {err!r}")
         decision = admission.Decision()
-    if decision.binding is not None and not request.dryRun:
+    if decision.binding is not None and not request.dryRun and world.webhook_tokens is not None:
         try:
             _start_bound(world, decision.binding)
         except Exception as err:  # noqa: BLE001 - the audit path and the reconciler catch up

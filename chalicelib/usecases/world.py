@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 import logging
 import time
 from collections.abc import Callable
@@ -15,6 +14,7 @@ if TYPE_CHECKING:  # kept off the import path: the admission entry point needs n
     from chalicelib.kube.client import KubeClient
     from chalicelib.machines.contract import MachineBackend
     from chalicelib.plan import Plan
+    from chalicelib.webhook_guard import WebhookTokens
 
 log = logging.getLogger("lambdalet.usecases")
 
@@ -36,8 +36,10 @@ class World:
     nodes: dict[str, dict]  # node name -> the Node object we register
     clock: Callable[[], datetime] = field(default=utcnow)
     sleep: Callable[[float], None] = field(default=time.sleep)  # the heartbeat loop's waits
-    # The bearer token kube-apiserver presents to our webhooks; None: no check (the sandbox).
-    webhook_token: Callable[[], str] | None = None
+    # The bearer tokens kube-apiserver may present to our webhooks; None: no check (the
+    # sandbox, managed control planes). Without them the binding fast path is off: a
+    # review nobody can vouch for starts no machine.
+    webhook_tokens: WebhookTokens | None = None
 
     def backend_for(self, node: str) -> MachineBackend:
         return self.backends[node]
@@ -54,10 +56,7 @@ class World:
 
 def caller_allowed(world: World, authorization: str | None) -> bool:
     """Is this webhook call from our kube-apiserver (the bearer token of its webhook kubeconfigs)?"""
-    if world.webhook_token is None:
-        return True
-    scheme, _, presented = (authorization or "").partition(" ")
-    return scheme.lower() == "bearer" and hmac.compare_digest(presented.strip().encode(), world.webhook_token().encode())
+    return world.webhook_tokens is None or world.webhook_tokens.accepts(authorization)
 
 
 def log_plan_errors(result: Plan) -> None:
