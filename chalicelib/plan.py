@@ -24,7 +24,8 @@ BACKOFF_BASE = timedelta(seconds=10)
 BACKOFF_CAP = timedelta(minutes=5)
 BACKOFF_RESET = timedelta(minutes=10)
 # A machine without a pod bound to us is left alone this long: a fast path may
-# have created it for a pod whose binding we have not listed yet.
+# have created it for a pod whose binding we have not listed yet. Only for pods
+# that may still be being bound: one known deleted stops at once (``gone``).
 ORPHAN_GRACE = timedelta(seconds=60)
 
 
@@ -114,12 +115,15 @@ def plan(
     *,
     scope: set[str] | None = None,
     reap_stopped: bool = False,
+    gone: frozenset[str] | set[str] = frozenset(),
 ) -> Plan:
     """Everything that converges ``node``. With ``scope`` (pod UIDs), only those
     pods and their machines are considered: a fast path must not judge machines
     whose pods it did not read. ``reap_stopped``: the backend keeps stopped
     machines until deleted (Fly), so delete those nobody needs any more (no pod,
-    duplicates, attempts older than the previous one)."""
+    duplicates, attempts older than the previous one). ``gone``: pod UIDs known
+    deleted (an audit DELETE, a read that found no such pod or another UID
+    under its name): their machines stop at once, without the orphan grace."""
     result = Plan()
     by_uid: dict[str, list[Machine]] = defaultdict(list)
     for machine in machines:
@@ -144,7 +148,10 @@ def plan(
         for machine in orphans:
             if machine.phase == MachinePhase.STOPPING or (machine.phase == MachinePhase.STOPPED and not reap_stopped):
                 continue
-            if now - machine.created_at >= ORPHAN_GRACE:
+            if uid in gone:
+                result.add(Stop(machine, 0, f"lambdalet: pod {machine.pod.namespace}/{machine.pod.name} "
+                                            f"(uid {uid}) was deleted"))
+            elif now - machine.created_at >= ORPHAN_GRACE:
                 result.add(Stop(machine, 0, "lambdalet: no pod bound to this node owns this machine"))
     return result
 

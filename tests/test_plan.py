@@ -127,6 +127,14 @@ def test_machine_without_pod_is_stopped_after_the_grace_period():
     assert only(p.plan(NODE, [], [m], T0 + p.ORPHAN_GRACE), p.Stop).machine.id == m.id
 
 
+def test_machine_of_a_pod_known_deleted_is_stopped_at_once_not_after_the_grace():
+    deleted, maybe_binding = pod(), pod()
+    m, young = machine(deleted, created=T0), machine(maybe_binding, created=T0)
+    result = p.plan(NODE, [], [m, young], T0 + timedelta(seconds=1), gone={deleted["metadata"]["uid"]})
+    stop = only(result, p.Stop)
+    assert stop.machine.id == m.id and stop.grace_seconds == 0 and "was deleted" in stop.reason
+
+
 def test_machine_of_a_pod_bound_elsewhere_is_an_orphan():
     pd = pod(node="other-node")
     m = machine(pod(uid=pd["metadata"]["uid"]))

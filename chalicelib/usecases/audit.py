@@ -61,7 +61,7 @@ def handle_audit(world: World, body: bytes) -> AuditReport:
 
 
 def _converge_touched(world: World, node: str, touches: list[PodTouch], report: AuditReport) -> Counter:
-    pods, scope = [], set()
+    pods, scope, gone = [], set(), set()
     for touch in touches:
         try:
             pod = world.kube.get_pod(touch.namespace, touch.name)
@@ -72,7 +72,9 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
         if touch.uid:
             scope.add(touch.uid)
         if pod is None or (touch.uid and pod["metadata"]["uid"] != touch.uid):
-            continue  # gone for good (or replaced): its machines are orphans now
+            if touch.uid:
+                gone.add(touch.uid)  # deleted for good (or replaced): its machines stop now
+            continue
         scope.add(pod["metadata"]["uid"])
         pods.append(pod)
     done: Counter = Counter()
@@ -83,7 +85,8 @@ def _converge_touched(world: World, node: str, touches: list[PodTouch], report: 
         report.pods += len(mine)
         backend = world.backend_for(name)
         machines = backend.list(name)
-        result = plan(name, mine, machines, world.clock(), scope=scope, reap_stopped=backend.keeps_stopped)
+        result = plan(name, mine, machines, world.clock(), scope=scope, reap_stopped=backend.keeps_stopped,
+                      gone=gone)
         log_plan_errors(result)
         done.update(world.converger(name).apply(result))
     return done

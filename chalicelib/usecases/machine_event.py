@@ -24,7 +24,8 @@ def handle_machine_event(world: World, event: dict) -> dict:
     if pod is not None and ps.is_stale(pod, machine):
         return {"ignored": "stale event"}
     pods = [pod] if pod else []
-    result = plan(machine.node, pods, [machine], world.clock(), scope={machine.pod.uid})
+    gone = set() if pod else {machine.pod.uid}  # no such pod (or another under its name): stop it now
+    result = plan(machine.node, pods, [machine], world.clock(), scope={machine.pod.uid}, gone=gone)
     if result.of(Finalize):
         # Finalizing on one machine's word could leave a duplicate running:
         # look at all of the pod's machines first (rare: once per deleted pod).

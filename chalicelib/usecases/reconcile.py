@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 
 from chalicelib import heartbeat as beats
-from chalicelib.machines.contract import MachineBackend
-from chalicelib.plan import plan
+from chalicelib.machines.contract import Machine, MachineBackend, MachinePhase
+from chalicelib.plan import ORPHAN_GRACE, plan
 from chalicelib.usecases.world import World, log_plan_errors
 
 log = logging.getLogger("lambdalet.usecases")
@@ -49,7 +49,30 @@ def reconcile(world: World) -> dict[str, dict]:
 
 def _reconcile_node(world: World, name: str, backend: MachineBackend, machines: list) -> dict:
     pods = list(world.kube.list_node_pods(name))
-    result = plan(name, pods, machines, world.clock(), reap_stopped=backend.keeps_stopped)
+    gone = _gone_pods(world, name, pods, machines)
+    result = plan(name, pods, machines, world.clock(), reap_stopped=backend.keeps_stopped, gone=gone)
     log_plan_errors(result)
     done = world.converger(name).apply(result)
     return {"pods": len(pods), "machines": len(machines), **done, **({"skipped": len(result.errors)} if result.errors else {})}
+
+
+def _gone_pods(world: World, node: str, pods: list[dict], machines: list[Machine]) -> set[str]:
+    """UIDs of the pods of young orphans (live machines within the orphan grace
+    whose pod is not listed on ``node``) that the API shows will never be ours:
+    no pod by that name, another UID under it, or bound to another node. Their
+    machines stop now; the grace stays for pods that may still be being bound.
+    One pod read per young orphan: rare (a fast-path create racing the list, or
+    a pod deleted before its binding showed)."""
+    listed, now, gone = {p["metadata"]["uid"] for p in pods}, world.clock(), set()
+    for machine in machines:
+        if (machine.pod.uid in listed or machine.pod.uid in gone or now - machine.created_at >= ORPHAN_GRACE
+                or machine.phase in (MachinePhase.STOPPED, MachinePhase.STOPPING)):
+            continue
+        try:
+            pod = world.kube.get_pod(machine.pod.namespace, machine.pod.name)
+        except Exception as err:  # noqa: BLE001 - unknown stays unknown: the grace applies
+            log.warning("could not read %s/%s: %s", machine.pod.namespace, machine.pod.name, err)
+            continue
+        if pod is None or pod["metadata"]["uid"] != machine.pod.uid or pod["spec"].get("nodeName") not in (None, "", node):
+            gone.add(machine.pod.uid)
+    return gone
