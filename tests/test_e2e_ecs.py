@@ -12,7 +12,7 @@ import json
 import boto3
 import pytest
 
-from tests.world.stack import CLUSTER, NODE, REGION, SA_USER, WEBHOOK_HEADERS, Stack, virtual_pod
+from tests.world.stack import CLUSTER, NODE, REGION, SA_USER, WEBHOOK_HEADERS, WEBHOOK_TOKEN, Stack, virtual_pod
 
 SLEEP_FOREVER = ["sh", "-c", "sleep 100000"]
 
@@ -282,7 +282,7 @@ def test_throttled_create_is_shown_as_waiting_then_retried_by_the_next_pass(stac
 
 
 @pytest.mark.parametrize("path", ["/audit", "/admission/validate", "/admission/mutate"])
-@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", "apiserver-webhook-token"])
+@pytest.mark.parametrize("authorization", [None, "Bearer wrong-token", WEBHOOK_TOKEN])
 def test_webhooks_answer_only_our_apiserver(stack, path, authorization):
     headers = {"Content-Type": "application/json"}
     if authorization:

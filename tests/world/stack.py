@@ -32,17 +32,21 @@ CLUSTER = "lambdalet"
 NODE = "lambdalet-ecs"  # the name infra/k8s/rbac.yaml grants
 WEBHOOK_URL_PLACEHOLDER = "https://LAMBDALET_API_HOST/api"  # infra/k8s/webhooks.yaml
 OPT_IN = {"lambdalet.io/enabled": "true"}  # the label that puts pods (and namespaces) in the webhooks' scope
-SA_TOKEN = "lambdalet-service-account-token"
+SA_TOKEN = "sa-token-5f0c2e9a7b41"
 SA_USER = "system:serviceaccount:lambdalet:lambdalet"
 TOKEN_SECRET = "lambdalet/service-account-token"
-WEBHOOK_TOKEN = "apiserver-webhook-token"  # what the apiserver's webhook kubeconfigs present
+WEBHOOK_TOKEN = "webhook-token-91d4c7e2aa60"  # what the apiserver's webhook kubeconfigs present
 WEBHOOK_TOKEN_SECRET = "lambdalet/webhook-token"
+TRANSCRIPTS: list[str] = []  # one per stopped Stack (see Stack._keep_transcript)
 WEBHOOK_HEADERS = {"Content-Type": "application/json", "Authorization": f"Bearer {WEBHOOK_TOKEN}"}
 FLY_APP = "lambdalet"
 FLY_REGION = "iad"
-FLY_TOKEN = "fly-api-token"
+FLY_TOKEN = "fly-token-c3a8e61f0d57"
 FLY_TOKEN_SECRET = "lambdalet/fly-api-token"
 FLY_CLAIMS_TABLE = "lambdalet-claims"
+# Every secret value the test world hands lambdalet (distinct from the secrets' names):
+# none may show in logs, Events or answers (tests/conftest.py).
+SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN)
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
@@ -84,7 +88,7 @@ class Stack:
     def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
                  anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
-                 admission: bool = True, node_overrides: dict | None = None):
+                 admission: bool = True, node_overrides: dict | None = None, audit_scheme: str = "https"):
         assert backend in ("ecs", "fly"), backend
         self.node_overrides = node_overrides or {}  # LAMBDALET_NODE_OVERRIDES: nodes on other backends
         self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
@@ -93,10 +97,12 @@ class Stack:
         self.clock = clock or Clock()
         self.moto_endpoint = moto_endpoint  # None: moto in-process (mock_aws)
         self.audit_options = audit or {}
+        self.audit_scheme = audit_scheme  # "http": the template's URL rewritten to plain http (the token is dropped)
         self._connect_audit = connect_audit
         self._connect_admission = admission  # infra/k8s/webhooks.yaml registered, its URL served by the app
         self.anonymous = anonymous  # the sandbox allows it: kubectl sends no token over plain http
         self._exit = ExitStack()
+        self.transcript: list[str] = []  # the app's answers, then Events and pods (_keep_transcript)
         self._saved_env: dict[str, str | None] = {}
 
     # -- life cycle ----------------------------------------------------------
@@ -159,7 +165,7 @@ class Stack:
         wiring.world().clock = self.clock
         self.audit_answers: list[int] = []
         if self._connect_audit:
-            self.connect_audit(self.deliver_audit)
+            self.connect_audit(self.deliver_audit, kubeconfig=audit_kubeconfig(self.audit_scheme))
         self.admission_answers: list[int] = []
         self.admission_down = False  # True: the webhook URL refuses connections (a lambdalet outage)
         if self._connect_admission:
@@ -190,11 +196,13 @@ class Stack:
             self.sim.add_webhook_configuration(config)
         self.sim.connect_webhook(WEBHOOK_URL_PLACEHOLDER, sink or self.deliver_admission)
 
-    def connect_audit(self, sink) -> None:
-        """Point the simulator's audit webhook at ``sink`` (a URL or a callable)."""
-        self.audit = self.sim.add_audit_webhook(sink, **self.audit_options)
+    def connect_audit(self, sink, kubeconfig: dict | None = None) -> None:
+        """Point the simulator's audit webhook at ``sink`` (a URL or a callable); with
+        ``kubeconfig``, calls carry its credentials as kube-apiserver sends them."""
+        self.audit = self.sim.add_audit_webhook(sink, kubeconfig=kubeconfig, **self.audit_options)
 
     def stop(self) -> None:
+        self._keep_transcript()
         self._exit.close()
         from chalicelib import wiring
 
@@ -206,15 +214,32 @@ class Stack:
                 os.environ[key] = value
         self._saved_env.clear()
 
+    def _keep_transcript(self) -> None:
+        """What users and operators could read, for tests/conftest.py's secret check:
+        every Event and pod status the run left, and the app's answers (TRANSCRIPTS)."""
+        if getattr(self, "sim", None) is None:
+            return
+        for path in ("/api/v1/events", "/api/v1/pods"):
+            try:
+                self.transcript.append(json.dumps(self.sim.request("GET", path).body))
+            except Exception as err:  # noqa: BLE001 - a half-started stack has less to show
+                self.transcript.append(f"{path}: {err}")
+        TRANSCRIPTS.append("\n".join(self.transcript))
+
+    def _record(self, what: str, body) -> None:
+        self.transcript.append(f"{what}: {body if isinstance(body, str) else json.dumps(body, default=str)}")
+
     def _setenv(self, values: dict[str, str]) -> None:
         for key, value in values.items():
             self._saved_env.setdefault(key, os.environ.get(key))
             os.environ[key] = value
 
     # -- the app's entry points ---------------------------------------------
-    def deliver_audit(self, body: bytes) -> int:
-        """The audit webhook's HTTP call, into the app's /audit route."""
-        response = self.client.http.post("/audit", headers=WEBHOOK_HEADERS, body=body)
+    def deliver_audit(self, body: bytes, headers: dict[str, str]) -> int:
+        """The audit webhook's HTTP call, into the app's /audit route, with the headers
+        the simulated apiserver sends from the rendered audit kubeconfig."""
+        response = self.client.http.post("/audit", headers=headers, body=body)
+        self._record(f"/audit {response.status_code}", response.body.decode(errors="replace"))
         self.audit_answers.append(response.status_code)
         return response.status_code
 
@@ -224,13 +249,16 @@ class Stack:
             raise ConnectionRefusedError(url)
         path = urllib.parse.urlsplit(url).path.removeprefix("/api")
         response = self.client.http.post(path, headers=WEBHOOK_HEADERS, body=body)
+        self._record(f"{path} {response.status_code}", response.body.decode(errors="replace"))
         self.admission_answers.append(response.status_code)
         return response.status_code, response.body
 
     def reconcile(self):
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region=REGION)
-        return self.client.lambda_.invoke("reconcile", event).payload
+        payload = self.client.lambda_.invoke("reconcile", event).payload
+        self._record("reconcile", payload)
+        return payload
 
     def heartbeat(self, sleep=None):
         """One invocation of the heartbeat function (about 50 s of renewals).
@@ -250,10 +278,14 @@ class Stack:
         # chalice.test gives every invocation 3 s; Lambda gives the configured timeout.
         context = partial(LambdaContext, max_runtime_ms=lambda_timeout("heartbeat") * 1000)
         with mock.patch("chalice.test.LambdaContext", context):
-            return self.client.lambda_.invoke("heartbeat", event).payload
+            payload = self.client.lambda_.invoke("heartbeat", event).payload
+        self._record("heartbeat", payload)
+        return payload
 
     def machine_events(self, events: list[dict]) -> list:
-        return [self.client.lambda_.invoke("on_machine_event", event).payload for event in events]
+        payloads = [self.client.lambda_.invoke("on_machine_event", event).payload for event in events]
+        self._record("on_machine_event", payloads)
+        return payloads
 
     # -- moving the world ----------------------------------------------------
     def cloud_step(self, deliver: bool = True) -> list[dict]:
@@ -308,6 +340,18 @@ class Stack:
         found = self.core.list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={name}", _preload_content=False)
         return json.loads(found.data)["items"]
+
+
+def audit_kubeconfig(scheme: str = "https", host: str = "lambdalet.example") -> dict:
+    """infra/apiserver/audit-webhook.kubeconfig.tmpl rendered as the README says (envsubst);
+    ``scheme="http"``: what an operator gets by pointing it at a plain-http URL."""
+    text = (REPO / "infra" / "apiserver" / "audit-webhook.kubeconfig.tmpl").read_text()
+    text = text.replace("${LAMBDALET_API_HOST}", host).replace("${LAMBDALET_WEBHOOK_TOKEN}", WEBHOOK_TOKEN)
+    config = yaml.safe_load(text)
+    if scheme != "https":
+        cluster = config["clusters"][0]["cluster"]
+        cluster["server"] = cluster["server"].replace("https://", f"{scheme}://", 1)
+    return config
 
 
 def create_claims_table(dynamodb, name: str = FLY_CLAIMS_TABLE) -> None:

@@ -122,10 +122,10 @@ class KubeSim:
     def add_audit_webhook(self, sink, *, batch_max_size: int = 400, batch_max_wait: float = 30.0,
                           buffer_size: int = 10000, retries: int = 3, initial_backoff: float = 0.05,
                           drop: float | bool = 0.0, duplicate: float | bool = 0.0, reorder: bool = False,
-                          seed: int = 0) -> AuditBackend:
+                          seed: int = 0, kubeconfig: dict | None = None) -> AuditBackend:
         b = AuditBackend(sink, self.clock, batch_max_size=batch_max_size, batch_max_wait=batch_max_wait,
                          buffer_size=buffer_size, retries=retries, initial_backoff=initial_backoff, drop=drop,
-                         duplicate=duplicate, reorder=reorder, seed=seed)
+                         duplicate=duplicate, reorder=reorder, seed=seed, kubeconfig=kubeconfig)
         self.api.audit.backends.append(b)
         return b
 

@@ -17,6 +17,7 @@ import uuid
 from typing import Callable, Union
 
 from .util import fmt_micro
+from .webhook_kubeconfig import client_for
 
 DEFAULT_POLICY = [
     # The policy lambdalet documents: pods, pods/binding and pods/status at RequestResponse.
@@ -115,9 +116,10 @@ class AuditRecorder:
 Sink = Union[str, Callable[[bytes], int]]
 
 
-def _http_sink(url: str) -> Callable[[bytes], int]:
+def _http_sink(url: str, headers: dict[str, str] | None = None) -> Callable[[bytes], int]:
     def send(body: bytes) -> int:
-        req = urllib.request.Request(url, data=body, method="POST", headers={"Content-Type": "application/json"})
+        req = urllib.request.Request(url, data=body, method="POST",
+                                     headers=headers or {"Content-Type": "application/json"})
         try:
             with urllib.request.urlopen(req, timeout=10) as r:
                 r.read()
@@ -139,8 +141,17 @@ class AuditBackend:
 
     def __init__(self, sink: Sink, clock, *, batch_max_size: int = 400, batch_max_wait: float = 30.0,
                  buffer_size: int = 10000, retries: int = 3, initial_backoff: float = 0.05,
-                 drop: float | bool = 0.0, duplicate: float | bool = 0.0, reorder: bool = False, seed: int = 0):
-        self.sink = _http_sink(sink) if isinstance(sink, str) else sink
+                 drop: float | bool = 0.0, duplicate: float | bool = 0.0, reorder: bool = False, seed: int = 0,
+                 kubeconfig: dict | None = None):
+        # With the webhook's kubeconfig (--audit-webhook-config-file), calls carry what
+        # client-go would send (webhook_kubeconfig.py: no token over http); a callable
+        # sink then gets (body, headers), a None sink means HTTP to the kubeconfig's server.
+        if kubeconfig is not None:
+            client = client_for(kubeconfig)
+            self.sink = _http_sink(client.url, client.headers) if sink is None else (
+                lambda body: sink(body, dict(client.headers)))
+        else:
+            self.sink = _http_sink(sink) if isinstance(sink, str) else sink
         self.clock = clock
         self.batch_max_size, self.batch_max_wait = batch_max_size, batch_max_wait
         self.buffer_size, self.retries, self.initial_backoff = buffer_size, retries, initial_backoff
