@@ -295,14 +295,19 @@ def test_duplicate_machine_from_a_racing_create_is_removed_keeping_the_oldest(st
     assert phase(stack, "web") == "Running"
 
 
-def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
-    from fnmatch import fnmatch
+@pytest.fixture(scope="module")
+def fly_policy():
+    """The functions' policy of a Fly-only stack (infra/iam.py over its moto-created outputs)."""
+    from tests.aws_stack import function_policy
 
+    return function_policy("fly")
+
+
+def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(fly_policy, stack):
     from chalicelib import wiring
-    from tests.world.stack import REPO
+    from tests.aws_stack import allows
 
-    policy = json.loads((REPO / ".chalice" / "policy-dev.json").read_text())
-    statements = [s for s in policy["Statement"] if s["Effect"] == "Allow"]
+    policy, outputs = fly_policy
     called: set[str] = set()
     wiring.world().backend_for(NODE).claims.db.meta.events.register(
         "before-call.dynamodb", lambda model, **_: called.add(f"dynamodb:{model.name}"))
@@ -314,14 +319,8 @@ def test_every_aws_call_of_the_fly_backend_is_allowed_by_the_iam_policy(stack):
     assert phase(stack, "web") == "Running"
     assert {"dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"} <= called
     for action in sorted(called | {"secretsmanager:GetSecretValue"}):
-        resource = ("arn:aws:dynamodb:us-east-1:123456789012:table/lambdalet-dev-claims" if action.startswith("dynamodb")
-                    else "arn:aws:secretsmanager:us-east-1:123456789012:secret:lambdalet/dev/fly-api-token-AbCdEf")
-        assert any(fnmatch(action, a) and any(fnmatch(resource, r) for r in _listed(s["Resource"]))
-                   for s in statements for a in s["Action"]), action
-
-
-def _listed(value) -> list:
-    return value if isinstance(value, list) else [value]
+        resource = outputs["FlyClaimsTableArn"] if action.startswith("dynamodb") else outputs["FlyTokenSecret"]
+        assert allows(policy, action, resource), action
 
 
 def test_one_deployment_serves_an_ecs_node_and_a_fly_node():

@@ -1,0 +1,78 @@
+"""The IAM policy of lambdalet's functions for one stage, from its stack's outputs (pure).
+
+Each backend brings its own statements: an ECS-only deployment holds no Fly or
+DynamoDB permission, a Fly-only one no ECS or PassRole permission. Resources are
+the stack's own (infra/aws/lambdalet.yaml), never a wildcard where the API has
+resource-level permissions. tests/test_iam_policy.py checks every AWS call the
+code makes against the policy rendered from a stack created in moto.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+
+def backends_of(outputs: Mapping[str, str]) -> tuple[str, ...]:
+    return tuple(b for b in outputs["Backends"].split(",") if b)
+
+
+def function_policy(outputs: Mapping[str, str], *, region: str, account: str, partition: str = "aws") -> dict:
+    stage = outputs["Stage"]
+    backends = backends_of(outputs)
+    arn = f"arn:{partition}:{{service}}:{region}:{account}:{{resource}}"
+    statements: list[dict] = [
+        {
+            # Chalice names the functions lambdalet-<stage> (the API) and lambdalet-<stage>-<name>.
+            "Sid": "OwnLogs",
+            "Effect": "Allow",
+            "Action": ["logs:CreateLogGroup", "logs:CreateLogStream", "logs:PutLogEvents"],
+            "Resource": [arn.format(service="logs", resource=f"log-group:/aws/lambda/lambdalet-{stage}{suffix}")
+                         for suffix in ("", ":*", "-*")],
+        },
+        {
+            "Sid": "KubernetesTokens",
+            "Effect": "Allow",
+            "Action": ["secretsmanager:GetSecretValue"],
+            "Resource": [outputs["ServiceAccountTokenSecret"], outputs["WebhookTokenSecret"]],
+        },
+    ]
+    if "ecs" in backends:
+        statements += [
+            {
+                "Sid": "TasksOfOurCluster",
+                "Effect": "Allow",
+                "Action": ["ecs:RunTask", "ecs:StopTask", "ecs:DescribeTasks", "ecs:ListTasks", "ecs:TagResource"],
+                "Resource": "*",
+                "Condition": {"ArnEquals": {"ecs:cluster": outputs["EcsClusterArn"]}},
+            },
+            {
+                # Task definitions are content-addressed and shared: no cluster to scope them by.
+                "Sid": "TaskDefinitions",
+                "Effect": "Allow",
+                "Action": ["ecs:RegisterTaskDefinition", "ecs:DescribeTaskDefinition"],
+                "Resource": "*",
+            },
+            {
+                "Sid": "PassTaskRoles",
+                "Effect": "Allow",
+                "Action": ["iam:PassRole"],
+                "Resource": f"arn:{partition}:iam::{account}:role/lambdalet-{stage}-task-*",
+                "Condition": {"StringEquals": {"iam:PassedToService": "ecs-tasks.amazonaws.com"}},
+            },
+        ]
+    if "fly" in backends:
+        statements += [
+            {
+                "Sid": "FlyApiToken",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:GetSecretValue"],
+                "Resource": outputs["FlyTokenSecret"],
+            },
+            {
+                "Sid": "FlyCreateClaims",
+                "Effect": "Allow",
+                "Action": ["dynamodb:PutItem", "dynamodb:GetItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+                "Resource": outputs["FlyClaimsTableArn"],
+            },
+        ]
+    return {"Version": "2012-10-17", "Statement": statements}

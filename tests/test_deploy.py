@@ -1,0 +1,159 @@
+"""`./dev deploy` (infra/deploy.py) against moto: the stack, the stage's settings and policy,
+`chalice deploy` itself (its own process, as an operator runs it, against a moto server:
+functions, API, schedules, event rule), and the cluster overlay with the deployed URL.
+
+What moto cannot stand in for: the functions are created but never run, so the copy of
+the project deployed here has an empty requirements.txt (bundling the libraries would only
+download them from PyPI; chalice's packaging of them is chalice's own, unchanged).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+
+import boto3
+import pytest
+import yaml
+
+from infra import deploy, iam, overlay
+from tests.world import moto_gaps  # noqa: F401  (what moto lacks for the stack and chalice deploy)
+from tests.world.stack import REGION, REPO
+
+KUBECTL = shutil.which("kubectl")
+API = "https://k8s.example:6443"
+
+
+def project_copy(tmp_path):
+    work = tmp_path / "lambdalet"
+    for name in ("app.py", "chalicelib", ".chalice/config.json", "infra/aws", "infra/k8s"):
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (shutil.copytree if (REPO / name).is_dir() else shutil.copy)(REPO / name, work / name)
+    (work / "requirements.txt").write_text("")
+    return work
+
+
+@pytest.fixture
+def moto_server(monkeypatch):
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://{host}:{port}")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    yield f"http://{host}:{port}"
+    server.stop()
+
+
+def aws(service: str):
+    return boto3.client(service, region_name=REGION)
+
+
+def test_deploy_creates_the_stack_the_functions_the_api_the_schedules_and_the_overlay(moto_server, tmp_path, capsys):
+    work = project_copy(tmp_path)
+    code = deploy.main(["--stage", "test", "--k8s-api-url", API, "--nodes", "vk-a,vk-b", "--project-dir", str(work)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+
+    # the stack and the settings written from its outputs
+    [stack] = aws("cloudformation").describe_stacks(StackName="lambdalet-test")["Stacks"]
+    assert stack["StackStatus"] == "CREATE_COMPLETE"
+    outputs = {o["OutputKey"]: o["OutputValue"] for o in stack["Outputs"]}
+    env = json.loads((work / ".chalice/config.json").read_text())["stages"]["test"]["environment_variables"]
+    assert env["LAMBDALET_K8S_API_URL"] == API and env["LAMBDALET_NODE_NAMES"] == "vk-a,vk-b"
+    assert env["LAMBDALET_ECS_CLUSTER"] == "lambdalet-test" and env["LAMBDALET_ECS_LOG_GROUP"] == "/lambdalet/test/pods"
+    assert env["LAMBDALET_K8S_TOKEN_SECRET"] == outputs["ServiceAccountTokenSecret"]
+    assert env["LAMBDALET_ECS_SUBNETS"] == outputs["EcsSubnets"] and "LAMBDALET_FLY_APP" not in env
+    policy = json.loads((work / ".chalice/policy-test.json").read_text())
+    assert policy == iam.function_policy(outputs, region=REGION, account="123456789012")
+
+    # chalice deploy: the functions with the stage's settings and the policy, the API, the rules
+    functions = {f["FunctionName"]: f for f in aws("lambda").list_functions()["Functions"]}
+    assert set(functions) == {"lambdalet-test", "lambdalet-test-reconcile", "lambdalet-test-heartbeat",
+                              "lambdalet-test-on_machine_event"}
+    for function in functions.values():
+        assert function["Environment"]["Variables"]["LAMBDALET_ECS_CLUSTER"] == "lambdalet-test"
+    role = functions["lambdalet-test-reconcile"]["Role"].rsplit("/", 1)[1]
+    [name] = aws("iam").list_role_policies(RoleName=role)["PolicyNames"]
+    assert aws("iam").get_role_policy(RoleName=role, PolicyName=name)["PolicyDocument"] == policy
+    [api] = aws("apigateway").get_rest_apis()["items"]
+    paths = {r["path"] for r in aws("apigateway").get_resources(restApiId=api["id"])["items"]}
+    assert {"/audit", "/admission/validate", "/admission/mutate"} <= paths
+    rules = {r["Name"]: r for r in aws("events").list_rules()["Rules"]}
+    schedules = sorted(n for n, r in rules.items() if r.get("ScheduleExpression") == "rate(1 minute)")
+    assert schedules == ["lambdalet-test-heartbeat-event", "lambdalet-test-reconcile-event"]
+    [ecs_rule] = [r for r in rules.values() if "EventPattern" in r]
+    assert json.loads(ecs_rule["EventPattern"]) == {"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]}
+    [target] = aws("events").list_targets_by_rule(Rule=ecs_rule["Name"])["Targets"]
+    assert target["Arn"] == functions["lambdalet-test-on_machine_event"]["FunctionArn"]
+
+    # the overlay, and `kubectl apply -k` as the last thing said
+    url = json.loads((work / ".chalice/deployed/test.json").read_text())
+    [api_url] = [r["rest_api_url"] for r in url["resources"] if r["resource_type"] == "rest_api"]
+    assert api["id"] in api_url
+    assert out.rstrip().splitlines()[-1].strip() == "kubectl apply -k infra/k8s-overlays/test"
+    if KUBECTL:
+        rendered = render(work / "infra/k8s-overlays/test")
+        hooks = [h for d in rendered if "webhooks" in d for h in d["webhooks"]]
+        assert sorted(h["clientConfig"]["url"] for h in hooks) == sorted(
+            [api_url + "admission/mutate", api_url + "admission/validate", api_url + "admission/validate"])
+        names = [r["resourceNames"] for d in rendered if d["kind"] in ("ClusterRole", "Role")
+                 for r in d["rules"] if "resourceNames" in r]
+        assert names and all(n == ["vk-a", "vk-b"] for n in names)
+
+    # a second run needs only the stage: the settings are the stage's own now
+    assert deploy.main(["--stage", "test", "--project-dir", str(work)]) == 0
+    again = json.loads((work / ".chalice/config.json").read_text())["stages"]["test"]["environment_variables"]
+    assert again == env
+
+
+def render(path) -> list[dict]:
+    out = subprocess.run([KUBECTL, "kustomize", str(path)], check=True, capture_output=True, text=True, timeout=60)
+    return [d for d in yaml.safe_load_all(out.stdout) if d]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+def test_the_overlay_refuses_to_render_over_a_base_that_moved(tmp_path):
+    work = project_copy(tmp_path)
+    base = work / "infra/k8s"
+    docs = [d for p in sorted(base.glob("*.yaml")) if p.name != "kustomization.yaml"
+            for d in yaml.safe_load_all(p.read_text()) if d]
+    target = work / "infra/k8s-overlays/x"
+    target.mkdir(parents=True)
+    kustomization = overlay.kustomization(docs, base="../../k8s", api_url="https://abc.example/api/", node_names=["n1"])
+    (target / "kustomization.yaml").write_text(yaml.safe_dump(kustomization))
+    assert any(h["clientConfig"]["url"] == "https://abc.example/api/admission/mutate"
+               for d in render(target) for h in d.get("webhooks", []))
+    rbac = (base / "rbac.yaml").read_text()
+    (base / "rbac.yaml").write_text(rbac.replace("resourceNames: [lambdalet-ecs]", "resourceNames: [moved]", 1))
+    with pytest.raises(subprocess.CalledProcessError):
+        render(target)
+
+
+@pytest.mark.parametrize("argv,env,needs", [
+    (["--stage", "x"], {}, "--k8s-api-url (LAMBDALET_K8S_API_URL)"),
+    (["--stage", "x", "--k8s-api-url", API, "--backend", "fly"], {}, "--fly-app (LAMBDALET_FLY_APP)"),
+    (["--stage", "x", "--k8s-api-url", API, "--subnets", "subnet-1"], {}, "--subnets and --security-groups together"),
+    (["--stage", "x", "--k8s-api-url", API], {"AWS_DEFAULT_REGION": REGION}, "no AWS credentials"),
+    (["--stage", "x", "--k8s-api-url", API], {"AWS_ACCESS_KEY_ID": "a", "AWS_SECRET_ACCESS_KEY": "b"}, "no AWS region"),
+])
+def test_deploy_fails_early_naming_what_is_missing(tmp_path, monkeypatch, capsys, argv, env, needs):
+    for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_REGION",
+                "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "none"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    work = project_copy(tmp_path)
+    before = (work / ".chalice/config.json").read_text()
+    assert deploy.main([*argv, "--project-dir", str(work)]) == 2
+    assert needs in capsys.readouterr().err
+    assert (work / ".chalice/config.json").read_text() == before  # nothing written
