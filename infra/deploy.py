@@ -88,6 +88,10 @@ def stage_environment(current: Mapping[str, str], flags: Mapping[str, str | None
     for flag, variable in FLAG_SETTINGS.items():
         if flags.get(flag):
             env[variable] = flags[flag]
+    if flags.get("webhook_token") == "off":  # "" is the app's "no check"; kept on later runs
+        env["LAMBDALET_WEBHOOK_TOKEN_SECRET"] = ""
+    elif flags.get("webhook_token") == "on":
+        env.pop("LAMBDALET_WEBHOOK_TOKEN_SECRET", None)
     if flags.get("k8s_ca_bundle") is not None:
         env["LAMBDALET_K8S_CA_BUNDLE"] = flags["k8s_ca_bundle"]
     env.setdefault("LAMBDALET_K8S_CA_BUNDLE", "")
@@ -109,7 +113,7 @@ def with_outputs(env: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str
     """The stage's settings: the operator's, then what the stack created."""
     merged = dict(env)
     for output, variable in OUTPUT_SETTINGS.items():
-        if output in outputs:
+        if output in outputs and not (output == "WebhookTokenSecret" and merged.get(variable) == ""):
             merged[variable] = outputs[output]
     return merged
 
@@ -230,7 +234,7 @@ def write_overlay(project: Path, stage: str, api_url: str, node_names: list[str]
 def deploy(args: argparse.Namespace, say=print) -> Path:
     project = Path(args.project_dir).resolve()
     stage = args.stage
-    flags = {k: getattr(args, k) for k in (*FLAG_SETTINGS, *FLAG_PARAMETERS)}
+    flags = {k: getattr(args, k) for k in (*FLAG_SETTINGS, *FLAG_PARAMETERS, "webhook_token")}
     if args.k8s_ca_file:
         flags["k8s_ca_bundle"] = Path(args.k8s_ca_file).read_text()
     config_path = project / ".chalice" / "config.json"
@@ -297,6 +301,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subnets", help="existing subnet ids, comma-separated (default: the stack creates a VPC)")
     p.add_argument("--security-groups", help="existing security group ids, comma-separated (with --subnets)")
     p.add_argument("--assign-public-ip", choices=["true", "false"], help="public IPs for tasks in your subnets")
+    p.add_argument("--webhook-token", choices=["on", "off"],
+                   help="off where the apiserver cannot present one (managed control planes: EKS, GKE, AKS)")
     p.add_argument("--project-dir", default=str(REPO), help=argparse.SUPPRESS)
     return p
 

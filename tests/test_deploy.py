@@ -157,3 +157,15 @@ def test_deploy_fails_early_naming_what_is_missing(tmp_path, monkeypatch, capsys
     assert deploy.main([*argv, "--project-dir", str(work)]) == 2
     assert needs in capsys.readouterr().err
     assert (work / ".chalice/config.json").read_text() == before  # nothing written
+
+
+def test_the_webhook_token_can_be_turned_off_for_managed_control_planes_and_stays_off():
+    outputs = {"WebhookTokenSecret": "arn:aws:secretsmanager:us-east-1:123456789012:secret:lambdalet/x/webhook-token-A"}
+    off = deploy.with_outputs(deploy.stage_environment({}, {"k8s_api_url": API, "webhook_token": "off"}), outputs)
+    assert off["LAMBDALET_WEBHOOK_TOKEN_SECRET"] == ""  # the app's "no check"
+    again = deploy.with_outputs(deploy.stage_environment(off, {}), outputs)
+    assert again["LAMBDALET_WEBHOOK_TOKEN_SECRET"] == ""
+    on = deploy.with_outputs(deploy.stage_environment(again, {"webhook_token": "on"}), outputs)
+    assert on["LAMBDALET_WEBHOOK_TOKEN_SECRET"] == outputs["WebhookTokenSecret"]
+    first = deploy.with_outputs(deploy.stage_environment({}, {"k8s_api_url": API}), outputs)
+    assert first["LAMBDALET_WEBHOOK_TOKEN_SECRET"] == outputs["WebhookTokenSecret"]
