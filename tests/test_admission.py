@@ -280,15 +280,16 @@ def test_response_carries_the_patch_base64_with_its_type():
     assert "patch" not in review_response("u-3", allowed=True)["response"]
 
 
-def test_a_backend_that_runs_one_container_refuses_two_at_admission():
+def test_more_containers_than_a_machine_runs_are_refused_at_admission():
     from chalicelib.machines.fly.guest import SIZES as FLY
 
-    pod = {"metadata": {"name": "two"}, "spec": {"containers": [
-        {"name": "a", "image": "busybox"}, {"name": "b", "image": "busybox"}]}}
+    pod = {"metadata": {"name": "many"}, "spec": {"containers": [
+        {"name": f"c{i}", "image": "busybox"} for i in range(11)]}}
     found = A.problems(pod, FLY)
     assert [field for field, _ in found] == ["spec.containers"]
-    assert "Fly Machines runs at most 1 per machine" in found[0][1]
-    assert A.problems(pod, FARGATE) == []
+    assert "Fly Machines runs at most 10 per machine" in found[0][1]
+    pod["spec"]["containers"] = pod["spec"]["containers"][:2]
+    assert A.problems(pod, FLY) == [] and A.problems(pod, FARGATE) == []
     assert (FLY.smallest_cpu, FLY.smallest_memory) == ("62m", "256Mi")
     assert (FLY.largest_cpu_millis, FLY.largest_memory_mib) == (16000, 131072)
 
@@ -300,16 +301,17 @@ def test_each_node_is_judged_by_its_own_backends_sizes():
              "vk-fly": node_object("vk-fly", "fly", "ams", CAPACITY, NOW)}
     sizes = {"vk-ecs": FARGATE, "vk-fly": FLY}
 
-    def two_containers_on(node):
+    def containers_on(node, n):
         def change(p):
             p["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
             p["spec"]["tolerations"] = [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]
-            p["spec"]["containers"].append({"name": "side", "image": "busybox"})
+            p["spec"]["containers"] += [{"name": f"side{i}", "image": "busybox"} for i in range(n - 1)]
         return create(change)
 
-    assert A.validate(two_containers_on("vk-ecs"), nodes, sizes).allowed
-    refused = A.validate(two_containers_on("vk-fly"), nodes, sizes)
-    assert not refused.allowed and "Fly Machines runs at most 1" in refused.message
+    assert A.validate(containers_on("vk-ecs", 2), nodes, sizes).allowed
+    assert A.validate(containers_on("vk-fly", 2), nodes, sizes).allowed  # multi-container machines
+    refused = A.validate(containers_on("vk-fly", 11), nodes, sizes)
+    assert not refused.allowed and "Fly Machines runs at most 10" in refused.message
     patch = A.mutate(create(lambda p: p["spec"].update(
         nodeSelector={"kubernetes.io/hostname": "vk-fly"},
         tolerations=[{"key": "virtual-kubelet.io/provider", "operator": "Exists"}])), nodes, sizes).patch

@@ -212,15 +212,31 @@ def test_pod_that_fits_no_fly_size_fails_with_a_readable_reason(stack):
     assert stack.fly.machines == {}
 
 
-def test_pod_with_two_containers_is_refused_with_a_reason(stack):
+def test_pod_with_two_containers_runs_as_one_multi_container_machine(stack):
     pod = virtual_pod("pair", command=SLEEP_FOREVER)
-    pod["spec"]["containers"].append({"name": "sidecar", "image": "busybox", "command": SLEEP_FOREVER})
+    pod["spec"]["containers"].append({"name": "sidecar", "image": "public.ecr.aws/docker/library/nginx:1.27",
+                                      "command": ["sh", "-c", "echo side; sleep 100000"]})
     stack.create_pod(pod)
     stack.settle(rounds=4, reconcile=True)
     pod = stack.pod("pair")
+    assert pod["status"]["phase"] == "Running"
+    assert [(c["name"], c["image"], "running" in c["state"]) for c in pod["status"]["containerStatuses"]] == [
+        ("main", "public.ecr.aws/docker/library/busybox:1.36", True),
+        ("sidecar", "public.ecr.aws/docker/library/nginx:1.27", True)]
+    [machine] = machines(stack)
+    assert [c["name"] for c in machine["config"]["containers"]] == ["main", "sidecar"]
+
+
+def test_a_multi_container_pod_completes_when_every_container_has_exited(stack):
+    pod = virtual_pod("batch", restart="Never", command=["sh", "-c", "sleep 1; exit 0"])
+    pod["spec"]["containers"].append({"name": "second", "image": "busybox", "command": ["sh", "-c", "sleep 3; exit 4"]})
+    stack.create_pod(pod)
+    stack.settle(rounds=4, reconcile=True)
+    stack.advance(5)
+    stack.settle(rounds=6, reconcile=True)
+    pod = stack.pod("batch")
     assert pod["status"]["phase"] == "Failed"
-    assert "2 containers" in pod["status"]["message"]
-    assert stack.fly.machines == {}
+    assert {c["state"]["terminated"]["exitCode"] for c in pod["status"]["containerStatuses"]} == {4}
 
 
 def test_image_that_cannot_be_pulled_fails_the_pod_and_says_why(stack):

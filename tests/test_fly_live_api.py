@@ -232,3 +232,50 @@ def test_fly_says_what_happened_oom_exit_and_launch_failure(fly, api):
     fly.step()
     seen = backend.get(bad.id)
     assert seen.stop_code == "launch_failed" and seen.cloud_says().startswith("launch_failed: Fly could not launch")
+
+
+def sh(script: str) -> list[str]:
+    return ["-c", script]
+
+
+def test_the_fake_honours_depends_on_exited_successfully(fly):
+    from tests.world.fly_fake.server import pilot
+
+    init = {"name": "init", "image": "busybox", "entrypoint": ["sh"], "cmd": sh("echo migrated; sleep 2; exit 0")}
+    app = {"name": "app", "image": "nginx", "entrypoint": ["sh"], "cmd": sh("echo serving; sleep 5; exit 0"),
+           "depends_on": [{"name": "init", "condition": "exited_successfully"}]}
+    program, output = pilot([init, app])
+    assert (program.seconds, program.exit_code) == (7.0, 0) and output == ["migrated", "serving"]
+    failing = {**init, "cmd": sh("sleep 1; exit 3")}
+    program, output = pilot([failing, app])
+    assert (program.seconds, program.exit_code) == (1.0, 3) and output == []  # app never started
+    side = {"name": "side", "image": "envoy", "entrypoint": ["sh"], "cmd": sh("sleep 100000"),
+            "depends_on": [{"name": "app", "condition": "started"}]}
+    assert pilot([init, app, side])[0].seconds > 100000  # runs on while the sidecar runs
+    healthy = {**side, "depends_on": [{"name": "init", "condition": "healthy"}]}
+    assert pilot([init, healthy])[0].seconds == 100000  # started with init: healthy once started
+
+
+@pytest.mark.parametrize("containers", [
+    [{"name": "a", "image": "x", "depends_on": [{"name": "zz", "condition": "started"}]}],
+    [{"name": "a", "image": "x", "depends_on": [{"name": "b", "condition": "started"}]},
+     {"name": "b", "image": "x", "depends_on": [{"name": "a", "condition": "started"}]}],
+])
+def test_the_fake_refuses_unknown_or_circular_dependencies(fly, containers):
+    r = requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": {"containers": containers}},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert r.status_code == 400 and ("unknown container" in r.json()["error"] or "cycle" in r.json()["error"])
+
+
+def test_a_multi_container_machine_exits_as_pilot_says(fly, api):
+    backend = FlyBackend(api, region="iad")
+    s = spec({"name": "init", "image": "busybox", "command": ["sh", "-c", "sleep 1; exit 0"]},
+             {"name": "app", "image": "nginx", "command": ["sh", "-c", "sleep 2; exit 5"]})
+    m = backend.create(s)
+    fly.settle()
+    fly.clock.advance(3)
+    fly.settle()
+    seen = backend.get(m.id)
+    assert seen.phase == MachinePhase.STOPPED and [c.name for c in seen.containers] == ["init", "app"]
+    assert [c.image for c in seen.containers] == ["busybox", "nginx"]
+    assert {c.exit_code for c in seen.containers} == {5}

@@ -6,7 +6,7 @@ import hashlib
 import re
 from typing import Any
 
-from ..contract import MachineSpec, PermanentMachineError
+from ..contract import ContainerSpec, MachineSpec, PermanentMachineError
 from .guest import fit
 
 DEFAULT_API_URL = "https://api.machines.dev"
@@ -61,25 +61,33 @@ def region_override(spec: MachineSpec) -> str | None:
     return None
 
 
+def container_config(c: ContainerSpec) -> dict[str, Any]:
+    """One pod container as a multi-container machine's ``ContainerConfig``
+    (``tests/fixtures/fly/machine-config-2026.json``). ``depends_on`` (init
+    containers: ``exited_successfully``) and ``files`` (configMap/secret
+    volumes, ``raw_value`` + ``mode``, never an app secret's ``secret_name``)
+    are the fields the workloads mapping adds here."""
+    out: dict[str, Any] = {"name": c.name, "image": c.image}
+    if c.command is not None:
+        out["entrypoint"] = list(c.command)
+    if c.args is not None:
+        out["cmd"] = list(c.args)
+    if c.env:
+        out["env"] = dict(c.env)
+    return out
+
+
 def create_request(spec: MachineSpec, region: str | None) -> dict[str, Any]:
     """The ``CreateMachineRequest`` body for ``spec`` in ``region``.
-    Raises PermanentMachineError for what Fly cannot run."""
-    if len(spec.containers) != 1:
-        names = ", ".join(c.name for c in spec.containers)
-        raise PermanentMachineError(
-            f"the pod has {len(spec.containers)} containers ({names}); a Fly Machine runs one "
-            "container in this version of the Machines API: use a single container"
-        )
+
+    One container: the machine's own ``image``/``init``/``env``. Several: a
+    multi-container machine (``containers``, run by Fly's Pilot init; the
+    organisation must have it enabled), all sharing the machine's size and
+    network as a pod's containers do."""
     c = spec.containers[0]
     guest = fit(spec.cpu_millis, spec.memory_mib)
-    init: dict[str, Any] = {}
-    if c.command is not None:
-        init["entrypoint"] = list(c.command)
-    if c.args is not None:
-        init["cmd"] = list(c.args)
     config: dict[str, Any] = {
         "image": c.image,
-        "env": dict(c.env),
         "guest": guest.body(),
         "restart": {"policy": "no"},
         "stop_config": {
@@ -88,10 +96,21 @@ def create_request(spec: MachineSpec, region: str | None) -> dict[str, Any]:
         },
         "metadata": metadata(spec),
     }
-    if init:
-        config["init"] = init
+    if len(spec.containers) > 1:
+        names = [x.name for x in spec.containers]
+        if len(set(names)) != len(names):
+            raise PermanentMachineError(f"container names must be unique in a pod: {', '.join(names)}")
+        config["containers"] = [container_config(x) for x in spec.containers]
+    else:
+        config["env"] = dict(c.env)
+        init: dict[str, Any] = {}
+        if c.command is not None:
+            init["entrypoint"] = list(c.command)
+        if c.args is not None:
+            init["cmd"] = list(c.args)
+        if init:
+            config["init"] = init
     body: dict[str, Any] = {"name": machine_name(spec.pod.uid, spec.attempt), "config": config}
     if region:
         body["region"] = region
     return body
-

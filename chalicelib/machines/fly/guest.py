@@ -86,7 +86,7 @@ def _admission_sizes():
         smallest_memory=f"{SMALLEST.min_memory_mb}Mi",
         largest_cpu_millis=int(LARGEST.guaranteed_millis),
         largest_memory_mib=LARGEST.max_memory_mb,
-        max_containers=1,  # this API version has no multi-container machines
+        max_containers=10,  # multi-container machines; Fly documents no maximum: as many as ECS takes
     )
 
 

@@ -188,6 +188,12 @@ def machine_from_fly(m: Mapping) -> Machine | None:
     else:
         run = ContainerRun(state="waiting", reason="ContainerCreating", **common)
 
+    # A multi-container machine: Fly reports the machine's state and exit, not
+    # each container's, so every container shows the machine's (its name, its image).
+    listed = [c for c in config.get("containers") or [] if isinstance(c, Mapping) and c.get("name")]
+    runs = tuple(run.model_copy(update={"name": str(c["name"]), "image": str(c.get("image") or image)})
+                 for c in listed) or (run,)
+
     try:
         attempt = int(meta.get(META_ATTEMPT, "0"))
     except ValueError:
@@ -208,6 +214,6 @@ def machine_from_fly(m: Mapping) -> Machine | None:
         stop_cause=stop_cause,
         stop_code=stop_code,
         stop_reason=stop_reason,
-        containers=(run,),
+        containers=runs,
     )
 

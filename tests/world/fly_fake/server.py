@@ -91,6 +91,59 @@ LOG_PAGE = 100
 _LOGS = re.compile(r"^/api/v1/apps/(?P<app>[^/]+)/logs$")
 
 
+def pilot(containers: list[dict]) -> tuple[Program, list[str]]:
+    """A multi-container machine as Pilot runs it, folded into one Program:
+    each container starts once its ``depends_on`` conditions hold
+    (``started``; ``healthy``: no health checks are run here, so healthy once
+    started; ``exited_successfully``: the dependency exited 0; one that failed
+    keeps its dependents from ever starting). The machine exits when every
+    started container has exited, with the first non-zero code (else 0); it
+    runs on while any runs forever. Raises ApiError 400 for an unknown
+    dependency or a cycle."""
+    by_name = {c["name"]: c for c in containers}
+    if len(by_name) != len(containers):
+        raise ApiError(400, "container names must be unique")
+    for c in containers:
+        for dep in c.get("depends_on") or []:
+            if dep["name"] not in by_name or dep["name"] == c["name"]:
+                raise ApiError(400, f"container {c['name']} depends on unknown container {dep['name']}")
+    inf = float("inf")
+    start: dict[str, float] = {}
+    end: dict[str, float] = {}
+    code: dict[str, int | None] = {}
+    programs = {c["name"]: program_of(c.get("entrypoint"), c.get("cmd")) for c in containers}
+    pending = list(containers)
+    while pending:
+        ready = [c for c in pending if all(d["name"] in start for d in c.get("depends_on") or [])]
+        if not ready:
+            raise ApiError(400, "containers depends_on has a cycle")
+        for c in ready:
+            pending.remove(c)
+            at = 0.0
+            for dep in c.get("depends_on") or []:
+                if dep["condition"] == "exited_successfully":
+                    ok = code.get(dep["name"]) == 0 and end[dep["name"]] < inf
+                    at = max(at, end[dep["name"]] if ok else inf)
+                else:
+                    at = max(at, start[dep["name"]])
+            p = programs[c["name"]]
+            start[c["name"]] = at
+            end[c["name"]] = at + p.seconds if at < inf and p.exit_code is not None else inf
+            code[c["name"]] = p.exit_code if at < inf else None
+    ran = [n for n in by_name if start[n] < inf]
+    output = [line for n in ran for line in echoed(by_name[n].get("entrypoint"), by_name[n].get("cmd"))]
+    ignores = any(programs[n].ignores_sigterm for n in ran)
+    if any(end[n] == inf for n in ran):
+        # Runs on, unless a dependency failed and nothing else is left running.
+        forever = [n for n in ran if end[n] == inf and code[n] is None and programs[n].exit_code is None]
+        if forever:
+            return Program(ignores_sigterm=ignores), output
+    finished = sorted((end[n], code[n]) for n in ran if end[n] < inf)
+    failed = next((c for _, c in finished if c), 0)
+    return Program(seconds=max((t for t, _ in finished), default=0.0), exit_code=failed,
+                   ignores_sigterm=ignores), output
+
+
 def echoed(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str]:
     """What a program prints: the arguments of its ``echo`` commands."""
     argv = list(entrypoint or []) + list(cmd or [])
@@ -413,31 +466,39 @@ class FlyFake:
         if fault is not None:
             raise ApiError(fault.status, fault.error, fault.code,
                            {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else None)
-        image = config.get("image")
+        containers = config.get("containers") or []
+        image = config.get("image") or (containers[0].get("image") if containers else None)
         if not image:
             raise ApiError(400, "invalid config.image, image is required")
-        if "doesnotexist" in image or self.fresh_images.get(image, 0) > 0:
-            if self.fresh_images.get(image, 0) > 0:
-                self.fresh_images[image] -= 1
-            raise ApiError(400, f"failed to get manifest {image}: MANIFEST_UNKNOWN: manifest unknown")
+        images = [c.get("image") or image for c in containers] or [image]
+        for each in images:
+            if "doesnotexist" in each or self.fresh_images.get(each, 0) > 0:
+                if self.fresh_images.get(each, 0) > 0:
+                    self.fresh_images[each] -= 1
+                raise ApiError(400, f"failed to get manifest {each}: MANIFEST_UNKNOWN: manifest unknown")
         if body.get("name") and any(m.name == body["name"] for m in self.machines.values()):
             raise ApiError(409, f"a machine named {body['name']} already exists in this app", "name_taken")
         if body.get("skip_launch"):
             raise ApiError(400, "skip_launch is not supported by the fake")
+        if containers:
+            program, output = pilot(containers)
+        else:
+            init = config.get("init") or {}
+            program = program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
+            output = echoed(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
         now = self.clock()
         machine_id = secrets.token_hex(7)
-        init = config.get("init") or {}
         stop_config = config.get("stop_config") or {}
+        failing = next((each for each in images if each in self.launch_failures), None)
         m = FakeMachine(
             id=machine_id, name=body.get("name") or f"machine-{machine_id[:6]}", region=region, config=config,
             created_at=now, private_ip=f"fdaa:0:1:a7b:{secrets.token_hex(2)}:{secrets.token_hex(2)}:{secrets.token_hex(2)}:2",
             instance_id=uuid.uuid4().hex[:26].upper(),
-            program=program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd")),
+            program=program,
             stop_timeout=parse_go_duration(stop_config.get("timeout", "5s")),
             stop_signal=stop_config.get("signal", "SIGINT"),
-            launch_error=(f"failed to pull image {image}: MANIFEST_UNKNOWN: manifest unknown"
-                          if image in self.launch_failures else None),
-            output=echoed(init.get("entrypoint") or init.get("exec"), init.get("cmd")),
+            launch_error=f"failed to pull image {failing}: MANIFEST_UNKNOWN: manifest unknown" if failing else None,
+            output=output,
         )
         self._event(m, "launch", "created", "user")
         self.machines[machine_id] = m
