@@ -5,6 +5,7 @@ checks the client copes. Sources: ``tests/fixtures/fly/README.md``."""
 from __future__ import annotations
 
 import base64
+import json
 
 import pytest
 import requests
@@ -279,3 +280,39 @@ def test_a_multi_container_machine_exits_as_pilot_says(fly, api):
     assert seen.phase == MachinePhase.STOPPED and [c.name for c in seen.containers] == ["init", "app"]
     assert [c.image for c in seen.containers] == ["busybox", "nginx"]
     assert {c.exit_code for c in seen.containers} == {5}
+
+
+def test_the_fake_writes_files_with_their_mode_from_a_value_or_an_app_secret(fly):
+    fly.app_secrets["TLS_KEY"] = base64.b64encode(b"-----KEY-----").decode()
+    config = {"image": "nginx", "files": [{"guest_path": "/etc/tls.key", "secret_name": "TLS_KEY", "mode": 0o600}],
+              "containers": [{"name": "app", "image": "nginx", "files": [
+                  {"guest_path": "/etc/app.conf", "raw_value": base64.b64encode(b"a=1").decode()}]}]}
+    r = requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": config},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert r.status_code == 200
+    files = fly.machines[r.json()["id"]].files
+    assert files == {("", "/etc/tls.key"): (b"-----KEY-----", 0o600), ("app", "/etc/app.conf"): (b"a=1", 0o644)}
+
+
+@pytest.mark.parametrize("f", [
+    {"guest_path": "/x", "secret_name": "MISSING"},
+    {"guest_path": "relative", "raw_value": "eA=="},
+    {"guest_path": "/x", "raw_value": "not base64!"},
+    {"guest_path": "/x"},
+])
+def test_the_fake_refuses_files_it_could_not_write(fly, f):
+    r = requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": {"image": "nginx", "files": [f]}},
+                      headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+    assert r.status_code == 400 and fly.machines == {}
+
+
+def test_lambdalet_never_uses_app_secrets(fly, api):
+    """App secrets are env vars on every machine of the app: a pod's Secret must never go there."""
+    backend = FlyBackend(api, region="iad")
+    m = started(fly, backend, spec({"name": "a", "image": "x", "env": [{"name": "K", "value": "v"}]},
+                                   {"name": "b", "image": "y"}))
+    backend.list(NODE)
+    backend.delete(m.id, 0, "lambdalet: test")
+    assert not any("/secrets" in u for u in fly.urls)
+    config = fly.machines[m.id].config
+    assert "secrets" not in json.dumps(config) and "secret_name" not in json.dumps(config)

@@ -57,6 +57,10 @@ The live API as documented beyond the Swagger file (issue 8; sources in
 * ``GET /machines?metadata.<key>=<value>`` filters on config metadata.
 * ``propagation`` (seconds of the fake clock): a new machine is not in GETs
   (404) nor lists yet (flyctl retries such GETs: "propagation delays").
+* ``files`` (machine-wide and per container): ``raw_value`` or an app secret's
+  ``secret_name`` (``app_secrets``: which every machine of the app could read),
+  ``mode``; kept in ``FakeMachine.files`` for tests to look at. Multi-container
+  ``containers`` run as Pilot runs them (``pilot``: ``depends_on``).
 * Logs: ``GET /api/v1/apps/{app}/logs?instance=<id>&next_token=`` (the
   platform API, served here on the same port), flyctl's ``GetAppLogs``
   shape; the machine's output (what its ``echo`` commands print) and flyd's
@@ -228,6 +232,7 @@ class FakeMachine:
     host_status: str = "ok"
     launch_error: str | None = None  # the launch fails asynchronously with this
     output: list[str] = field(default_factory=list)  # what the program prints once started
+    files: dict[tuple[str, str], tuple[bytes, int]] = field(default_factory=dict)  # (container, path) -> (data, mode)
 
     def view(self) -> dict:
         image = self.config.get("image", "")
@@ -269,6 +274,7 @@ class FlyFake:
         self.fresh_images: dict[str, int] = {}  # image -> creates still answered MANIFEST_UNKNOWN
         self.launch_failures: set[str] = set()
         self.propagation = 0.0  # seconds a new machine stays out of GETs and lists
+        self.app_secrets: dict[str, str] = {}  # name -> value: env of EVERY machine of the app, file sources
         self.urls: list[str] = []  # every request's path and query, in order
         self.logs: list[dict] = []  # the app's log, oldest first: {"at", "instance", "region", "message", "level"}
         self._lock = threading.RLock()
@@ -486,6 +492,7 @@ class FlyFake:
             init = config.get("init") or {}
             program = program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
             output = echoed(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
+        files = self._files(config)
         now = self.clock()
         machine_id = secrets.token_hex(7)
         stop_config = config.get("stop_config") or {}
@@ -499,10 +506,38 @@ class FlyFake:
             stop_signal=stop_config.get("signal", "SIGINT"),
             launch_error=f"failed to pull image {failing}: MANIFEST_UNKNOWN: manifest unknown" if failing else None,
             output=output,
+            files=files,
         )
         self._event(m, "launch", "created", "user")
         self.machines[machine_id] = m
         return 200, m.view()
+
+    def _files(self, config: dict) -> dict[tuple[str, str], tuple[bytes, int]]:
+        """The files a machine's containers see: ``raw_value`` (base64) or an app
+        secret named by ``secret_name`` (its value, base64), with ``mode``
+        (default 0644). A missing secret or bad base64 refuses the create."""
+        import base64
+        import binascii
+
+        out: dict[tuple[str, str], tuple[bytes, int]] = {}
+        owners = [("", config.get("files") or [])] + [(c["name"], c.get("files") or [])
+                                                       for c in config.get("containers") or []]
+        for owner, files in owners:
+            for f in files:
+                path = f.get("guest_path") or ""
+                if not path.startswith("/"):
+                    raise ApiError(400, f"file guest_path must be absolute: {path!r}")
+                if ("raw_value" in f) == ("secret_name" in f):
+                    raise ApiError(400, f"file {path}: exactly one of raw_value or secret_name must be set")
+                if "secret_name" in f and f["secret_name"] not in self.app_secrets:
+                    raise ApiError(400, f"file {path}: app secret {f['secret_name']} not found")
+                encoded = f["raw_value"] if "raw_value" in f else self.app_secrets[f["secret_name"]]
+                try:
+                    data = base64.b64decode(encoded, validate=True)
+                except (binascii.Error, ValueError):
+                    raise ApiError(400, f"file {path}: value is not base64") from None
+                out[(owner, path)] = (data, int(f.get("mode", 0o644)))
+        return out
 
     def _propagated(self, m: FakeMachine) -> bool:
         return (self.clock() - m.created_at).total_seconds() >= self.propagation
