@@ -43,6 +43,7 @@ OUTPUT_SETTINGS = {
     "EcsExecutionRoleArn": "LAMBDALET_ECS_EXECUTION_ROLE_ARN",
     "EcsTaskRoleArn": "LAMBDALET_ECS_TASK_ROLE_ARN",
     "PodLogGroup": "LAMBDALET_ECS_LOG_GROUP",
+    "PodSecretsPrefix": "LAMBDALET_ECS_SECRETS_PREFIX",  # the execution role reads the pods' Secrets there
     "FlyTokenSecret": "LAMBDALET_FLY_TOKEN_SECRET",
     "FlyClaimsTable": "LAMBDALET_FLY_CLAIMS_TABLE",
 }

@@ -4,7 +4,9 @@ Each backend brings its own statements: an ECS-only deployment holds no Fly or
 DynamoDB permission, a Fly-only one no ECS or PassRole permission. Resources are
 the stack's own (infra/aws/lambdalet.yaml), never a wildcard where the API has
 resource-level permissions. tests/test_iam_policy.py checks every AWS call the
-code makes against the policy rendered from a stack created in moto.
+code makes against the policy rendered from a stack created in moto: a new call
+needs its statement here (resources from the outputs) and its resource in that
+test's `resource_of`.
 """
 
 from __future__ import annotations

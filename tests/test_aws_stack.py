@@ -94,6 +94,7 @@ def test_the_task_roles_are_passable_and_the_execution_role_writes_pod_logs_and_
     assert not allows(policy, "secretsmanager:GetSecretValue", outputs["ServiceAccountTokenSecret"])
     assert not allows(policy, "logs:PutLogEvents", stream.replace("/lambdalet/dev/pods", "/other"))
     assert outputs["PodSecretsPrefix"] == "lambdalet/dev/pod-secrets/"
+    assert outputs["PodLogGroupArn"].removesuffix(":*") == group.removesuffix(":*")
 
 
 def test_secret_values_are_the_operators_the_webhook_token_is_generated(aws):
