@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -206,12 +207,13 @@ def _failures(cfn, name: str) -> str:
     return "; ".join(failed) or "see the stack's events"
 
 
-def chalice_deploy(project: Path, stage: str) -> str:
-    """`chalice deploy`, then the REST API's URL from .chalice/deployed/<stage>.json."""
+def chalice_deploy(project: Path, stage: str, region: str) -> str:
+    """`chalice deploy` (in the stack's region), then the REST API's URL from .chalice/deployed/<stage>.json."""
     chalice = shutil.which("chalice", path=str(Path(sys.executable).parent)) or shutil.which("chalice")
     if chalice is None:
         raise DeployError("chalice is not installed (run through ./dev, which installs it)")
-    result = subprocess.run([chalice, "deploy", "--stage", stage], cwd=project)
+    env = {**os.environ, "AWS_DEFAULT_REGION": region, "AWS_REGION": region}
+    result = subprocess.run([chalice, "deploy", "--stage", stage], cwd=project, env=env)
     if result.returncode:
         raise DeployError(f"chalice deploy --stage {stage} failed (exit {result.returncode})")
     deployed = json.loads((project / ".chalice" / "deployed" / f"{stage}.json").read_text())
@@ -263,7 +265,7 @@ def deploy(args: argparse.Namespace, say=print) -> Path:
     say(f"wrote stage {stage} into .chalice/config.json and .chalice/policy-{stage}.json")
 
     say(f"chalice deploy --stage {stage} ...")
-    api_url = chalice_deploy(project, stage)
+    api_url = chalice_deploy(project, stage, session.region_name)
     path = write_overlay(project, stage, api_url, env["LAMBDALET_NODE_NAMES"].split(","))
     empty = _empty_secrets(session, outputs)
     say(f"\nlambdalet {stage} is deployed: {api_url}")
