@@ -110,3 +110,19 @@ def test_the_judge_can_say_no(ecs):
     assert not allows(policy, "ecs:RunTask", "*")  # no cluster in the request: the condition fails
     assert not allows(policy, "iam:PassRole", outputs["EcsTaskRoleArn"], {"iam:PassedToService": "lambda.amazonaws.com"})
     assert not allows(policy, "ecs:DeleteCluster", "*", {"ecs:cluster": outputs["EcsClusterArn"]})
+
+
+def test_no_policy_file_is_kept_beside_the_generated_one():
+    """The functions' policy is rendered per stage by ./dev deploy from infra/iam.py (checked
+    above); a policy file kept in .chalice/ would be one nothing checks. Statements for new
+    calls go into infra/iam.py."""
+    import subprocess
+
+    from tests.world.stack import REPO
+
+    if (REPO / ".git").exists():
+        kept = subprocess.run(["git", "ls-files", ".chalice"], cwd=REPO, capture_output=True, text=True,
+                              check=True).stdout.split()
+    else:  # a copy of the tracked files (.ci/run)
+        kept = [str(p.relative_to(REPO)) for p in (REPO / ".chalice").glob("*")]
+    assert [k for k in kept if k.startswith(".chalice/policy")] == []
