@@ -7,7 +7,8 @@
 - steady-state reconcile at N pods: wall time, Kubernetes and ECS calls, peak
   Python memory;
 - one audit batch of the apiserver's maximum size (400 events);
-- the planner alone (lambdalet's own CPU per reconcile) at 1,000 and 10,000 pods.
+- the planner alone (lambdalet's own CPU per reconcile) at 1,000 and 10,000 pods;
+- Fly: pod creates against Fly's documented per-app limits (the fake enforces them).
 
 Emulator time (moto serialising DescribeTasks, the simulator's lists) dominates
 the steady-state figures; the call counts are the portable part.
@@ -186,6 +187,28 @@ def admission() -> None:
               f"(p-max {max(times):.1f} ms, tasks {len(stack.tasks())})")
 
 
+def fly_creates(n: int) -> None:
+    """n pod creates on Fly against its documented limits (the fake enforces
+    them: creates and lists 1/s burst 3 per app): the ceiling any create
+    path on one Fly app meets, whatever lambdalet does."""
+    from chalicelib.machines.fly import FlyApi, FlyBackend
+    from chalicelib.pod_spec import machine_spec
+    from tests.world.fly_fake import FlyFake
+
+    with FlyFake(apps={"app"}, token="t") as fly:
+        fly.rate_limit = True
+        backend = FlyBackend(FlyApi(fly.url, "app", lambda: "t"), region="iad")
+        t = time.perf_counter()
+        for i in range(n):
+            pod = {"metadata": {"name": f"p{i}", "namespace": "default", "uid": f"00000000-0000-4000-8000-{i:012d}"},
+                   "spec": {"containers": [{"name": "app", "image": "nginx"}]}}
+            backend.create(machine_spec(pod, "vk", 0))
+        wall = time.perf_counter() - t
+        throttled = sum(1 for (_, _, status) in fly.requests if status == 429)
+    print(f"Fly creates at the documented limits ({n} pods, one app)  {wall:8.1f} s  "
+          f"({n / wall:.2f} creates/s, {len(fly.requests)} calls, {throttled} answered 429)")
+
+
 def main() -> None:
     print(f"lambdalet benchmarks ({os.cpu_count()} cores, Python {sys.version.split()[0]})")
     cold_start()
@@ -196,6 +219,7 @@ def main() -> None:
         steady_reconcile(pods)
     audit_batch()
     admission()
+    fly_creates(20)
 
 
 if __name__ == "__main__":
