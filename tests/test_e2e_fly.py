@@ -262,6 +262,21 @@ def test_a_launch_that_fails_after_the_create_fails_the_pod_with_flys_reason(sta
     assert len(stack.fly.machines) + len(stack.fly.destroyed) == 1
 
 
+def test_a_machine_whose_host_drops_out_of_reach_keeps_its_pod_running(stack):
+    """host_status unreachable, incomplete_config instead of config: the pod's
+    machine all the same, neither lost (MachineLost) nor created again."""
+    stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))
+    stack.settle(rounds=4, reconcile=True)
+    [machine] = machines(stack)
+    stack.fly.unreachable(machine["id"])
+    stack.advance(60)
+    stack.settle(rounds=3, reconcile=True)
+    assert phase(stack, "web") == "Running" and len(stack.fly.machines) == 1
+    stack.fly.reachable(machine["id"])
+    stack.settle(rounds=2, reconcile=True)
+    assert phase(stack, "web") == "Running" and list(stack.fly.machines) == [machine["id"]]
+
+
 def test_capacity_error_moves_the_machine_to_a_fallback_region(stack):
     stack.fly.no_capacity("iad", times=5)
     stack.create_pod(virtual_pod("web", command=SLEEP_FOREVER))

@@ -47,6 +47,14 @@ def test_a_machine_on_an_unreachable_host_stays_listed_as_ours(fly, api, host):
     assert seen.id == m.id and seen.pod.uid == UID and seen.phase == MachinePhase.RUNNING
 
 
+def test_incomplete_config_is_read_when_config_is_missing():
+    meta = {"lambdalet": "v1", META_UID: UID, "lambdalet_node": NODE, "lambdalet_attempt": "2"}
+    m = machine_from_fly({"id": "m1", "state": "started", "host_status": "unreachable",
+                          "incomplete_config": {"image": "nginx", "metadata": meta}})
+    assert (m.id, m.pod.uid, m.node, m.attempt, m.phase) == ("m1", UID, NODE, 2, MachinePhase.RUNNING)
+    assert machine_from_fly({"id": "m1", "state": "started", "host_status": "unreachable"}) is None
+
+
 def test_a_machine_on_an_unreachable_host_is_never_created_twice(fly, api, dynamodb):
     backend = FlyBackend(api, region="iad", claims=Claims(dynamodb, "claims", scope="app"))
     m = started(fly, backend)
