@@ -226,7 +226,8 @@ def test_malformed_event_does_not_lose_its_neighbours(stack):
 
 
 def test_duplicate_task_from_a_racing_create_is_removed_keeping_the_oldest(stack):
-    """Two invocations that both missed each other's RunTask (moto ignores clientToken)."""
+    """Two invocations that both missed each other's RunTask (e.g. a token that
+    expired after 24 h, or a task started outside lambdalet's create path)."""
     from chalicelib import wiring
     from chalicelib.pod_spec import machine_spec
 
@@ -248,11 +249,11 @@ def test_duplicate_task_from_a_racing_create_is_removed_keeping_the_oldest(stack
 
 def _run_duplicate(backend, spec):
     """A second RunTask for the same (pod, attempt), as the losing invocation would send it."""
-    from chalicelib.machines.ecs import started_by, task_tags
+    from chalicelib.machines.ecs import started_by, task_group, task_tags
 
     backend.ecs.run_task(
         cluster=backend.cluster, taskDefinition=backend.ensure_task_definition(spec), launchType="FARGATE",
-        startedBy=started_by(spec.pod.uid, spec.attempt), tags=task_tags(spec),
+        startedBy=started_by(spec.node), group=task_group(spec), tags=task_tags(spec),
         networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets,
                                                       "securityGroups": backend.security_groups}},
     )

@@ -25,13 +25,13 @@ from chalicelib.machines.ecs import (
     client_token,
     failure_error,
     make_client,
-    parse_started_by,
+    node_of_started_by,
     started_by,
     task_definition,
     task_tags,
 )
 from chalicelib.pod_spec import machine_spec
-from tests.world.fargate_plane import FargatePlane, make_network
+from tests.world.fargate_plane import FargatePlane, Limits, make_network
 
 CLUSTER = "lambdalet"
 
@@ -100,8 +100,8 @@ def test_create_runs_a_tagged_fargate_task(world):
     assert seen["launchType"] == "FARGATE"
     assert seen["clientToken"] == client_token(spec.pod.uid, 0)
     assert len(seen["clientToken"]) <= 64
-    assert seen["startedBy"] == f"lambdalet/{spec.pod.uid}/0"
-    assert seen["group"] == "lambdalet:vk:shop:web-1"
+    assert seen["startedBy"] == "lambdalet/vk"  # one ListTasks key per node
+    assert seen["group"] == f"lambdalet:vk:shop:web-1:{spec.pod.uid}:0"  # survives StopTask, unlike tags
     assert seen["networkConfiguration"]["awsvpcConfiguration"]["assignPublicIp"] == "DISABLED"
     assert seen["networkConfiguration"]["awsvpcConfiguration"]["securityGroups"] == backend.security_groups
     t = ecs.describe_tasks(cluster=CLUSTER, tasks=[m.id], include=["TAGS"])["tasks"][0]
@@ -221,15 +221,15 @@ def test_list_costs_pages_not_tasks(world):
     backend, plane, ecs, calls = world
     backend.create(machine_spec(pod(), "vk", 0))
     td = ecs.list_task_definitions()["taskDefinitionArns"][0]
-    tags = [{"key": "lambdalet.io/pod-uid", "value": "bulk"}, {"key": "lambdalet.io/node", "value": "vk"},
-            {"key": "lambdalet.io/pod-name", "value": "bulk"}]
-    for _ in range(11):  # 110 more tasks
-        ecs.run_task(cluster=CLUSTER, taskDefinition=td, launchType="FARGATE", count=10, tags=tags,
+    plane.set_limits(Limits.unlimited())  # 110 launches at one instant: past Fargate's burst of 100
+    for i in range(11):  # 110 more tasks of the node
+        ecs.run_task(cluster=CLUSTER, taskDefinition=td, launchType="FARGATE", count=10,
+                     startedBy=started_by("vk"), group=f"lambdalet:vk:shop:bulk:bulk-{i}:0",
                      networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets, "securityGroups": backend.security_groups}})
     calls.clear()
     machines = backend.list("vk")
     assert len(machines) == 111
-    assert calls.count("ListTasks") == 2  # RUNNING + STOPPED (one page each here)
+    assert calls.count("ListTasks") == 3  # the node's startedBy listing (2 pages of 100) + the stopped tasks
     assert calls.count("DescribeTasks") == 2  # batches of 100
 
 
@@ -238,11 +238,11 @@ def test_delete_is_idempotent_and_ends_user_initiated(world):
     m = backend.create(machine_spec(pod(command=["sh", "-c", "sleep 3600"]), "vk", 0))
     plane.settle()
     assert backend.get(m.id).phase == MachinePhase.RUNNING
-    backend.delete(m.id, 10, "pod deleted " + "x" * 400)  # reason is cut to 255
+    backend.delete(m.id, 10, "pod deleted " + "x" * 400)  # StopTask takes 255; ECS keeps ~128
     backend.delete(m.id, 10, "again")
     got = backend.get(m.id)
     assert got.phase == MachinePhase.STOPPING and got.stop_cause == StopCause.REQUESTED
-    assert got.stop_reason == ("pod deleted " + "x" * 400)[:255]  # the first reason wins
+    assert got.stop_reason == ("pod deleted " + "x" * 400)[:128]  # the first reason wins
     plane.settle()
     plane.clock.advance(10)  # stopTimeout: the shell ignores SIGTERM
     plane.settle()
@@ -281,22 +281,23 @@ def test_pod_names_too_long_for_a_task_group_still_run(world):
     ecs.meta.events.register("provide-client-params.ecs.RunTask", lambda params, **kw: seen.update(params))
     long_name = "n" * 250
     m = backend.create(machine_spec(pod(name=long_name), "vk", 0))
-    assert "group" not in seen  # would exceed ECS's 255 characters
+    assert seen["group"] == f"lambdalet:vk:shop::{m.pod.uid}:0"  # the name would exceed 255 characters
     assert backend.get(m.id).pod.name == long_name  # tags still say it all
-    assert backend.machine_from_event(plane.step()[-1]) is None  # no fast path; the reconciler sees it
+    from_event = backend.machine_from_event(plane.step()[-1])
+    assert (from_event.pod.uid, from_event.node) == (m.pod.uid, "vk")  # the UID is what lambdalet joins on
 
 
 def test_started_by_and_client_token_rules():
     import re
 
     uid = "6c8f7b36-0c1d-4b8e-9d0a-1f2e3d4c5b6a"
-    assert started_by(uid, 3) == f"lambdalet/{uid}/3"
-    assert parse_started_by(started_by(uid, 3)) == (uid, 3)
+    assert started_by("vk-ecs.eu-west-1") == "lambdalet/vk-ecs_eu-west-1"  # one listing key per node
+    assert node_of_started_by(started_by("vk-ecs.eu-west-1")) == "vk-ecs.eu-west-1"
+    long = "n" * 200
+    sb = started_by(long)
+    assert len(sb) <= 128 and re.fullmatch(r"[A-Za-z0-9_/-]+", sb) and sb == started_by(long)
+    assert node_of_started_by(sb) is None
     odd = "weird uid with spaces" * 10
-    sb = started_by(odd, 1)
-    assert len(sb) <= 128 and re.fullmatch(r"[A-Za-z0-9_/-]+", sb)
-    assert sb == started_by(odd, 1) and sb != started_by(odd, 2)
-    assert parse_started_by(sb) is None
     tok = client_token(odd, 1)
     assert len(tok) <= 64 and all(33 <= ord(ch) <= 126 for ch in tok)
     assert tok != client_token(odd, 2)
@@ -325,6 +326,11 @@ def client_error(code, message="boom", status=400, op="RunTask"):
         (client_error("InvalidParameterException", "Security group sg-0bad does not exist"), TransientMachineError),
         (client_error("ClientException", "Container.image should not be null or empty."), PermanentMachineError),
         (client_error("PlatformTaskDefinitionIncompatibilityException", "x"), PermanentMachineError),
+        # issue 8 ECS 8: RunTask throttling as it is reported (dask/dask-cloudprovider#56)
+        (client_error("InvalidParameterException", "Error retrieving security group information for "
+                      "[sg-05937427457b61ff5]: Request limit exceeded. (ErrorCode: RequestLimitExceeded)"),
+         TransientMachineError),
+        (client_error("InvalidParameterException", "Request limit exceeded."), TransientMachineError),
         (EndpointConnectionError(endpoint_url="https://ecs.us-east-1.amazonaws.com"), TransientMachineError),
         (ReadTimeoutError(endpoint_url="https://ecs.us-east-1.amazonaws.com"), TransientMachineError),
         (ParamValidationError(report="Invalid length for parameter startedBy"), PermanentMachineError),
@@ -346,6 +352,8 @@ def test_run_task_failures():
     assert isinstance(failure_error([{"arn": "x", "reason": "RESOURCE:ENI"}]), TransientMachineError)
     assert isinstance(failure_error([{"reason": "Capacity is unavailable at this time. Please try again later or in a different availability zone"}]), TransientMachineError)
     assert isinstance(failure_error([{"reason": "AGENT"}]), TransientMachineError)
+    # an account quota: the operator raises it, the pod waits (ProviderBackOff)
+    assert isinstance(failure_error([{"reason": "The requested CPU configuration is above your limit"}]), TransientMachineError)
     assert isinstance(failure_error([{"reason": "ATTRIBUTE", "detail": "requiresAttributes"}]), PermanentMachineError)
 
 
@@ -367,8 +375,6 @@ SPEC = machine_spec(pod(), "vk", 0)
 
 
 def stub_lookup_and_td(stub):
-    stub.add_response("list_tasks", {"taskArns": []})
-    stub.add_response("list_tasks", {"taskArns": []})
     stub.add_response(
         "describe_task_definition",
         {"taskDefinition": {"taskDefinitionArn": "arn:aws:ecs:us-east-1:123456789012:task-definition/lambdalet-x:1", "status": "ACTIVE"}},
@@ -386,7 +392,8 @@ def test_run_task_capacity_failure_is_transient(stubbed):
 
 def test_throttling_is_transient(stubbed):
     backend, stub = stubbed
-    stub.add_client_error("list_tasks", "ThrottlingException", "Rate exceeded", 400)
+    stub_lookup_and_td(stub)
+    stub.add_client_error("run_task", "ThrottlingException", "Rate exceeded", 400)
     with pytest.raises(TransientMachineError, match="ThrottlingException"):
         backend.create(SPEC)
 
@@ -401,8 +408,6 @@ def test_invalid_parameter_is_permanent(stubbed):
 
 def test_register_when_describe_says_missing_and_public_ip(stubbed):
     backend, stub = stubbed
-    stub.add_response("list_tasks", {"taskArns": []})
-    stub.add_response("list_tasks", {"taskArns": []})
     stub.add_client_error("describe_task_definition", "ClientException", "Unable to describe task definition.", 400)
     td = task_definition(SPEC)
     stub.add_response("register_task_definition", {"taskDefinition": {"taskDefinitionArn": "arn:td:1"}}, td)
@@ -412,10 +417,10 @@ def test_register_when_describe_says_missing_and_public_ip(stubbed):
         {
             "cluster": CLUSTER, "taskDefinition": "arn:td:1", "launchType": "FARGATE", "count": 1,
             "networkConfiguration": {"awsvpcConfiguration": {"subnets": ["subnet-1"], "securityGroups": ["sg-1"], "assignPublicIp": "ENABLED"}},
-            "startedBy": started_by(SPEC.pod.uid, 0), "clientToken": client_token(SPEC.pod.uid, 0),
+            "startedBy": started_by("vk"), "clientToken": client_token(SPEC.pod.uid, 0),
             "tags": task_tags(SPEC),
             "enableECSManagedTags": True,
-            "group": "lambdalet:vk:shop:web-1",
+            "group": f"lambdalet:vk:shop:web-1:{SPEC.pod.uid}:0",
         },
     )
     m = backend.create(SPEC)  # tags come from the request when RunTask echoes none
@@ -430,3 +435,60 @@ def test_stop_of_unknown_task_is_success_but_other_errors_are_classified(stubbed
     stub.add_client_error("stop_task", "ThrottlingException", "Rate exceeded", 400)
     with pytest.raises(TransientMachineError):
         backend.delete("arn:x", 30, "bye")
+
+
+# -- issue 8: the backend against the documented contract -----------------
+
+
+@pytest.mark.parametrize(("grace", "expected"), [(0, 2), (1, 2), (2, 2), (30, 30), (121, 120)])
+def test_stop_timeout_is_clamped_to_fargates_2_to_120_seconds(grace, expected):
+    """botocore ecs model, ContainerDefinition.stopTimeout: "The valid values
+    for Fargate are 2-120 seconds." (0 or 1 used to be sent and refused)."""
+    spec = machine_spec({**pod(), "spec": {**pod()["spec"], "terminationGracePeriodSeconds": grace}}, "vk", 0)
+    assert task_definition(spec)["containerDefinitions"][0]["stopTimeout"] == expected
+
+
+def test_a_token_conflict_adopts_the_existing_task(world):
+    """A retry whose parameters changed (here: the task definition was
+    registered again by a racing invocation) gets ConflictException +
+    resourceIds: the pod's task is adopted, not failed."""
+    backend, plane, ecs, calls = world
+    spec = machine_spec(pod(), "vk", 0)
+    first = backend.create(spec)
+    td = task_definition(spec)
+    ecs.register_task_definition(**td)  # a racing registration: a new revision
+    backend._families.clear()
+    calls.clear()
+    again = backend.create(spec)
+    assert again.id == first.id and "RunTask" in calls
+    assert len(all_task_arns(ecs)) == 1
+
+
+def test_list_asks_only_for_lambdalets_tasks_of_the_nodes_asked(world):
+    """issue 12 goal 3: a startedBy listing per node (the only filter, as
+    ECS requires; the plane refuses anything else) + the cluster's stopped
+    tasks; a busy neighbour's running tasks are never listed."""
+    backend, plane, ecs, calls = world
+    seen = []
+    ecs.meta.events.register("provide-client-params.ecs.ListTasks", lambda params, **kw: seen.append(dict(params)))
+    mine = backend.create(machine_spec(pod(), "vk", 0))
+    backend.create(machine_spec(pod(uid="00000000-0000-4000-8000-0000000000c3"), "vk-other", 0))
+    td = ecs.describe_tasks(cluster=CLUSTER, tasks=[mine.id])["tasks"][0]["taskDefinitionArn"]
+    ecs.run_task(cluster=CLUSTER, taskDefinition=td, launchType="FARGATE", count=10,
+                 networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets, "securityGroups": backend.security_groups}})
+    calls.clear()
+    assert [m.id for m in backend.list("vk")] == [mine.id]
+    assert seen == [{"cluster": CLUSTER, "startedBy": "lambdalet/vk"}, {"cluster": CLUSTER, "desiredStatus": "STOPPED"}]
+    assert calls.count("DescribeTasks") == 1
+
+
+def test_a_stopped_task_keeps_its_identity_after_its_tags_are_deleted(world):
+    backend, plane, ecs, _ = world
+    m = backend.create(machine_spec(pod(command=["sh", "-c", "exit 3"]), "vk", 0))
+    plane.settle()
+    backend.delete(m.id, 10, "lambdalet: test")
+    plane.settle()
+    raw = ecs.describe_tasks(cluster=CLUSTER, tasks=[m.id], include=["TAGS"])["tasks"][0]
+    assert raw.get("tags", []) == []
+    [listed] = backend.list("vk")
+    assert (listed.id, listed.pod, listed.attempt, listed.phase) == (m.id, m.pod, 0, MachinePhase.STOPPED)

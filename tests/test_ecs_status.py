@@ -99,7 +99,7 @@ STOPPED_MULTI = {
     "pullStartedAt": 1579802262.103,
     "pullStoppedAt": 1579802275.103,
     "startedAt": 1579802278.103,
-    "startedBy": f"lambdalet/{UID}/1",
+    "startedBy": "lambdalet/vk-ecs",
     "stopCode": "EssentialContainerExited",
     "stoppedAt": 1579802301.9,
     "stoppedReason": "Essential container in task exited",
@@ -285,7 +285,7 @@ EVENT = {
         "connectivityAt": "2020-01-23T17:57:38.453Z",
         "pullStartedAt": "2020-01-23T17:57:52.103Z",
         "startedAt": "2020-01-23T17:57:58.103Z",
-        "startedBy": f"lambdalet/{UID}/1",
+        "startedBy": "lambdalet/vk-ecs",
         "pullStoppedAt": "2020-01-23T17:57:55.103Z",
         "updatedAt": "2020-01-23T17:57:58.103Z",
         "taskArn": TASK,
@@ -311,10 +311,12 @@ def test_event_detail_with_iso_timestamps():
 
 
 def test_event_identity_from_started_by_and_group():
-    detail = {**EVENT["detail"], "group": "lambdalet:vk-ecs:batch:report-28d9q"}
+    detail = {**EVENT["detail"], "startedBy": "lambdalet/vk-ecs",
+              "group": f"lambdalet:vk-ecs:batch:report-28d9q:{UID}:1"}
     m = machine_from_task(detail)
     assert (m.pod.namespace, m.pod.name, m.pod.uid, m.node, m.attempt) == ("batch", "report-28d9q", UID, "vk-ecs", 1)
     assert machine_from_task({**detail, "startedBy": "ecs-svc/9223370545345641169"}) is None
+    assert machine_from_task({**detail, "startedBy": "lambdalet/other-node"}) is None
     assert machine_from_task({**detail, "group": "lambdalet:vk-ecs:batch"}) is None
 
 

@@ -10,7 +10,7 @@ from moto.server import ThreadedMotoServer
 from chalicelib.machines.contract import MachinePhase, StopCause
 from chalicelib.machines.ecs import EcsBackend, machine_from_task
 from chalicelib.pod_spec import machine_spec
-from tests.world.fargate_plane import Clock, FargatePlane, make_network, program_of
+from tests.world.fargate_plane import Clock, FargatePlane, Limits, make_network, program_of
 
 CLUSTER = "lambdalet"
 REGION = "us-east-1"
@@ -64,10 +64,13 @@ def test_lifecycle_steps_and_events(world):
     plane, ecs, backend = world
     m = backend.create(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
     assert describe(ecs, m.id)["lastStatus"] == "PROVISIONING"
+    # issue 8 ECS 5: the IP comes late: PRECREATED ENI, no address, until PENDING
+    assert m.ip is None and describe(ecs, m.id)["attachments"][0]["status"] == "PRECREATED"
+    assert backend.get(m.id).ip is None
     statuses = []
-    for _ in range(3):
+    for _ in range(2):
         statuses += [e["detail"]["lastStatus"] for e in plane.step()]
-    assert statuses == ["PROVISIONING", "PENDING", "ACTIVATING", "RUNNING"]
+    assert statuses == ["PROVISIONING", "PENDING", "RUNNING"]  # no ACTIVATING without a load balancer
     t = describe(ecs, m.id)  # moto does not walk it further on describe
     assert describe(ecs, m.id)["lastStatus"] == "RUNNING" and t["startedAt"] and t["createdAt"]
     assert plane.step() == []  # nothing changes while it runs
@@ -119,7 +122,7 @@ def test_all_containers_come_back_with_their_real_exit_codes(world):
     t = describe(ecs, m.id)
     # main exited: ECS stops the task (all containers essential); nginx
     # exits on SIGTERM, the PID-1 shell of "slow" ignores it and sleeps on
-    assert (t["lastStatus"], t["desiredStatus"]) == ("STOPPING", "STOPPED")
+    assert (t["lastStatus"], t["desiredStatus"]) == ("RUNNING", "STOPPED")
     assert (t["stopCode"], t["stoppedReason"]) == ("EssentialContainerExited", "Essential container in task exited")
     codes = {c["name"]: (c["lastStatus"], c.get("exitCode")) for c in t["containers"]}
     assert codes == {"main": ("STOPPED", 3), "side": ("STOPPED", 143), "slow": ("RUNNING", None)}
@@ -167,7 +170,9 @@ def test_stop_task_sigterm_then_sigkill_after_stop_timeout(world):
     assert (resp["desiredStatus"], resp["lastStatus"], resp["stopCode"]) == ("STOPPED", "RUNNING", "UserInitiated")
     plane.settle()
     t = describe(ecs, m.id)
-    assert t["lastStatus"] == "STOPPING"  # waiting for the shell, which ignores SIGTERM
+    assert (t["lastStatus"], t["desiredStatus"]) == ("RUNNING", "STOPPED")  # waiting for the shell, which ignores SIGTERM
+    assert t.get("tags", []) == []  # issue 8 ECS 3: "Any tags associated with the task will be deleted"
+    assert backend.get(m.id).pod.uid == UID1  # the identity survives in group/startedBy
     plane.clock.advance(19)
     assert plane.settle() == []
     plane.clock.advance(1)
@@ -207,7 +212,7 @@ def test_stop_task_of_unknown_task_is_invalid_parameter(world):
     assert "not found" in e.value.response["Error"]["Message"]
 
 
-def test_kill_is_a_spot_interruption(world):
+def test_kill_is_a_spot_reclaim(world):
     plane, ecs, backend = world
     m = backend.create(machine_spec(pod(UID1, {"name": "web", "image": "nginx"}), "vk", 0))
     plane.settle()
@@ -215,7 +220,7 @@ def test_kill_is_a_spot_interruption(world):
     plane.settle()
     got = backend.get(m.id)
     assert (got.phase, got.stop_cause, got.stop_reason) == (MachinePhase.STOPPED, StopCause.LOST, "Your Spot Task was interrupted.")
-    assert describe(ecs, m.id)["stopCode"] == "SpotInterruption"
+    assert describe(ecs, m.id)["stopCode"] == "TerminationNotice"  # issue 8 ECS 8: what Fargate Spot sends
 
 
 def test_abrupt_kill_leaves_no_exit_codes(world):
@@ -303,3 +308,136 @@ def test_stop_timeout_counts_from_the_stop_request(world):
     plane.settle()
     t = describe(ecs, m.id)
     assert t["lastStatus"] == "STOPPED" and t["containers"][0]["exitCode"] == 137
+
+
+# -- issue 8: the plane answers as AWS documents (sources in tests/fixtures/README.md)
+
+
+def _raw(endpoint_url=None):
+    """An ECS client without the SDK's retries: each call is one request."""
+    from botocore.config import Config
+
+    return boto3.client("ecs", region_name=REGION, endpoint_url=endpoint_url,
+                        config=Config(retries={"total_max_attempts": 1}))
+
+
+def _run(ecs, backend, token, **changes):
+    td = ecs.list_task_definitions()["taskDefinitionArns"][0]
+    args = dict(cluster=CLUSTER, taskDefinition=td, launchType="FARGATE", clientToken=token,
+                networkConfiguration={"awsvpcConfiguration": {"subnets": backend.subnets,
+                                                              "securityGroups": backend.security_groups}})
+    args.update(changes)
+    return ecs.run_task(**args)
+
+
+def test_client_token_returns_the_same_task_and_conflicts_on_changed_parameters(world):
+    plane, ecs, backend = world
+    backend.ensure_task_definition(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    first = _run(ecs, backend, "tok-1")["tasks"][0]["taskArn"]
+    assert _run(ecs, backend, "tok-1")["tasks"][0]["taskArn"] == first  # idempotent retry
+    with pytest.raises(ClientError) as err:
+        _run(ecs, backend, "tok-1", startedBy="someone-else")  # any parameter changed
+    assert err.value.response["Error"]["Code"] == "ConflictException"
+    assert err.value.response["resourceIds"] == [first]
+    plane.clock.advance(24 * 3600)  # the token lasts 24 h
+    assert _run(ecs, backend, "tok-1", startedBy="someone-else")["tasks"][0]["taskArn"] != first
+
+
+def test_started_by_must_be_the_only_list_filter_and_running_is_the_default(world):
+    plane, ecs, backend = world
+    m = backend.create(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    with pytest.raises(ClientError) as err:
+        ecs.list_tasks(cluster=CLUSTER, startedBy="lambdalet/vk", desiredStatus="RUNNING")
+    assert err.value.response["Error"]["Code"] == "InvalidParameterException"
+    assert ecs.list_tasks(cluster=CLUSTER, startedBy="lambdalet/vk")["taskArns"] == [m.id]
+    ecs.stop_task(cluster=CLUSTER, task=m.id)
+    assert ecs.list_tasks(cluster=CLUSTER, startedBy="lambdalet/vk")["taskArns"] == []  # desired RUNNING only
+    assert ecs.list_tasks(cluster=CLUSTER, desiredStatus="STOPPED")["taskArns"] == [m.id]
+
+
+def test_list_tasks_pages_by_one_hundred(world):
+    plane, ecs, backend = world
+    backend.ensure_task_definition(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    plane.set_limits(Limits.unlimited())
+    for i in range(12):
+        _run(ecs, backend, f"t{i}", count=10)
+    first = ecs.list_tasks(cluster=CLUSTER)
+    assert len(first["taskArns"]) == 100 and first["nextToken"]
+    rest = ecs.list_tasks(cluster=CLUSTER, nextToken=first["nextToken"])
+    assert len(rest["taskArns"]) == 20 and "nextToken" not in rest
+
+
+def test_stopped_tasks_vanish_after_an_hour(world):
+    plane, ecs, backend = world
+    m = backend.create(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    plane.settle()
+    backend.delete(m.id, 30, "lambdalet: test")
+    plane.settle()
+    assert backend.get(m.id).phase == MachinePhase.STOPPED
+    plane.clock.advance(3599)
+    assert backend.get(m.id) is not None
+    plane.clock.advance(1)
+    assert backend.get(m.id) is None and backend.list("vk") == []
+
+
+def test_run_task_rate_and_fargate_launch_bucket(world):
+    plane, _, backend = world
+    ecs = _raw()
+    backend.ensure_task_definition(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    # Fargate launches: burst 100 (10 calls of 10 tasks), then 20/s
+    for i in range(10):
+        _run(ecs, backend, f"b{i}", count=10)
+    plane.clock.advance(0.5)  # RunTask's own bucket is not the limit here (20 calls/s)
+    with pytest.raises(ClientError) as err:
+        _run(ecs, backend, "over", count=20)
+    assert (err.value.response["Error"]["Code"], err.value.response["Error"]["Message"]) == (
+        "ThrottlingException", "Rate exceeded")
+    _run(ecs, backend, "refilled", count=10)  # 0.5 s refilled 10 launches
+    # RunTask calls: 20 a second, burst and sustained
+    plane.set_limits(Limits(launches=None))
+    for i in range(20):
+        _run(ecs, backend, f"c{i}")
+    with pytest.raises(ClientError) as err:
+        _run(ecs, backend, "c20")
+    assert err.value.response["Error"]["Code"] == "ThrottlingException" and plane.throttled == 2
+
+
+def test_run_task_failures_and_oom(world):
+    from tests.world.fargate_plane import CAPACITY_REASON, OOM_REASON
+
+    plane, ecs, backend = world
+    spec = machine_spec(pod(UID1, {"name": "app", "image": "memhog"}), "vk", 0)
+    plane.run_task_failures.append(CAPACITY_REASON)
+    backend.ensure_task_definition(spec)
+    resp = _run(ecs, backend, "cap")
+    assert resp["tasks"] == [] and resp["failures"][0]["reason"].startswith("Capacity is unavailable")
+    m = backend.create(spec)
+    plane.settle()
+    t = describe(ecs, m.id)
+    assert (t["containers"][0]["reason"], t["containers"][0]["exitCode"]) == (OOM_REASON, 137)
+    assert backend.get(m.id).containers[0].reason == "OOMKilled"
+
+
+def test_stopped_reason_is_cut_to_128_characters(world):
+    plane, ecs, backend = world
+    m = backend.create(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    ecs.stop_task(cluster=CLUSTER, task=m.id, reason="x" * 255)
+    assert len(describe(ecs, m.id)["stoppedReason"]) == 128
+
+
+def test_events_carry_a_growing_version_and_may_come_twice_out_of_order(world):
+    import random
+
+    from tests.world.fargate_plane import at_least_once
+
+    plane, ecs, backend = world
+    m = backend.create(machine_spec(pod(UID1, {"name": "app", "image": "nginx"}), "vk", 0))
+    events = plane.settle()
+    backend.delete(m.id, 30, "lambdalet: test")
+    events += plane.settle()
+    versions = [e["detail"]["version"] for e in events]
+    assert versions == sorted(versions) and len(set(versions)) == len(versions)
+    assert [e["detail"]["lastStatus"] for e in events] == [
+        "PROVISIONING", "PENDING", "RUNNING", "RUNNING", "DEPROVISIONING", "STOPPED"]
+    delivered = at_least_once(events, random.Random(3), duplicate=0.5)
+    assert len(delivered) > len(events) and delivered != sorted(delivered, key=lambda e: e["detail"]["version"])

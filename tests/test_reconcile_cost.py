@@ -49,7 +49,7 @@ def test_steady_state_reconcile_reads_pages_and_writes_nothing_about_pods(monkey
         assert not any(k[1] == "pods/status" for k in kube)
 
 
-def test_nodes_on_one_cluster_share_one_listing():
+def test_nodes_on_one_cluster_list_only_their_own_tasks():
     from tests.world.stack import NODE
 
     with Stack(nodes=(NODE, "lambdalet-ecs-2")) as stack:
@@ -58,7 +58,7 @@ def test_nodes_on_one_cluster_share_one_listing():
         stack.create_pod(virtual_pod("b", command=["sh", "-c", "sleep 100000"], node="lambdalet-ecs-2"))
         stack.settle(rounds=4, reconcile=True)
         _, ecs = calls_of(stack, stack.reconcile)
-        assert ecs["ListTasks"] == 2  # RUNNING + STOPPED, for both nodes together
+        assert ecs["ListTasks"] == 3  # one startedBy listing per node + the stopped tasks of the cluster
         assert ecs["DescribeTasks"] == 1
         for name in ("a", "b"):
             assert stack.pod(name)["status"]["phase"] == "Running"

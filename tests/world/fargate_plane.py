@@ -1,41 +1,48 @@
 """The Fargate data plane moto lacks: runs the tasks moto only records.
 
-moto's ECS (5.2.5) stores tasks but runs nothing. Known limits, which
-production code must not paper over:
+moto's ECS (5.2.5) stores tasks but runs nothing, and answers more kindly
+than ECS: it ignores RunTask ``clientToken``, ANDs ListTasks filters, never
+paginates, keeps stopped tasks and their tags forever, gives every task its
+IP at once and only its first container. ``FargatePlane`` makes it behave as
+AWS documents, taking the pessimistic reading where the documentation is the
+only source (sources in brackets; tests/fixtures/README.md lists them):
 
-* container definitions need ``memory``/``memoryReservation`` (RunTask sums
-  them, even for Fargate);
-* awsvpc needs ``securityGroups`` and a VPC with DNS hostnames enabled
-  (moto's ENI has no ``private_dns_name`` otherwise and RunTask crashes);
-* RunTask ``clientToken`` is ignored; ``ListTasks`` does not paginate;
-* a task gets only the first container, whose ``exitCode`` is always 0;
-* tasks are born RUNNING and then walk to STOPPED one step per
-  DescribeTasks (state manager model ``ecs::task``, "manual", times 1);
-* StopTask jumps straight to STOPPED with no stopCode, and raises a bare
-  ``Exception`` (HTTP 500) for an unknown task instead of
-  InvalidParameterException;
-* no ``createdAt``/``startedAt``/``stoppedAt``/``stopCode``, no
-  ``runtimeId``/``imageDigest``.
+* RunTask [RunTask API reference; "Ensuring idempotency"]: ``clientToken``
+  per cluster for 24 h: the same request again returns the same tasks, the
+  token with any other parameter changed answers ``ConflictException`` with
+  ``resourceIds`` (the existing tasks). ``run_task_failures`` queues
+  ``failures`` answers (``CAPACITY_REASON``, ``CPU_LIMIT_REASON``);
+  ``fail_runs`` queues errors (throttling as ``ThrottlingException`` or
+  ``InvalidParameterException`` "Request limit exceeded").
+* Rates [AWS Fargate throttling quotas; Request throttling for the Amazon ECS
+  API]: token buckets on the plane's clock, per account and Region: RunTask
+  20 calls/s burst and sustained, Fargate launches burst 100 then 20/s;
+  beyond them ``ThrottlingException`` "Rate exceeded". ``Limits`` sets them,
+  ``latency_s`` adds real time to each call (benchmarks; 0 in tests).
+* ListTasks [ListTasks API reference]: ``startedBy`` must be the only filter
+  (InvalidParameterException otherwise); the default desiredStatus filter is
+  RUNNING; pages of 100 with ``nextToken``.
+* StopTask [StopTask API reference]: desiredStatus STOPPED, stopCode
+  UserInitiated, and the task's tags are deleted; an unknown task is
+  InvalidParameterException "The referenced task was not found.".
+* Stopped tasks vanish one hour after they stopped [ListTasks: "for at least
+  one hour"]; stoppedReason is cut to 128 characters (reported, issue 8).
+* Lifecycle [Task lifecycle, ECS developer guide; issue 8's observed events],
+  one transition per ``step()``: PROVISIONING (ENI PRECREATED, no IP) ->
+  PENDING (ENI ATTACHED, IP) -> RUNNING -> RUNNING with desiredStatus
+  STOPPED (SIGTERM; SIGKILL after stopTimeout) -> DEPROVISIONING -> STOPPED;
+  ``version`` grows with each change. ``at_least_once`` delivers events as
+  EventBridge may: duplicated and out of order.
+* Containers: all of them, with exit codes; an image whose name contains
+  ``doesnotexist`` fails to pull (TaskFailedToStart, CannotPullContainerError);
+  one containing ``memhog`` is OOM-killed ("OutOfMemoryError: Container
+  killed due to memory usage", 137) once its sleeps are over; ``kill`` stops
+  a task as a Fargate Spot reclaim does (TerminationNotice) or, abrupt, as a
+  lost host.
 
-``FargatePlane`` fixes all of this in-process, on moto's own model objects
-(so ``mock_aws`` and a same-process ``ThreadedMotoServer`` both see it):
-
-* it pins the ``ecs::task`` state manager (no describe-driven walk) and wraps
-  the ECS backend's ``run_task``/``stop_task`` on that backend instance
-  (tasks are born PROVISIONING with every container; StopTask sets
-  desiredStatus STOPPED + stopCode UserInitiated and leaves the walk to
-  ``step``; an unknown task gets InvalidParameterException "The referenced
-  task was not found.", as AWS answers);
-* moto serializes DescribeTasks from model attributes (``stop_code``,
-  ``started_at``, ``containers`` as dicts, ...), so everything the plane sets
-  comes back through boto3 with real shapes: all containers with their
-  exit codes, timestamps, stopCode, stoppedReason.
-
-Lifecycle, one transition per ``step()``:
-PROVISIONING -> PENDING -> ACTIVATING -> RUNNING -> (desired STOPPED)
-DEACTIVATING -> STOPPING -> DEPROVISIONING -> STOPPED. A task whose image
-name contains ``doesnotexist`` goes PENDING -> STOPPED with stopCode
-TaskFailedToStart and "CannotPullContainerError: ...".
+Everything is set on moto's own model objects or in its response layer, so
+``mock_aws`` and a same-process ``ThreadedMotoServer`` both see it, and
+DescribeTasks serializes real shapes (timestamps, stopCode, containers).
 
 How a container runs: ``sh -c "<script>"`` (or a bare argv) whose commands,
 separated by ``;``/``&&``/newlines, are ``sleep N``, ``echo ...``,
@@ -55,14 +62,30 @@ lastStatus, desiredStatus or a container status changed, as ECS does.
 from __future__ import annotations
 
 import hashlib
+import json
 import shlex
 import threading
+import time
 import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 ECS_TASK_MODEL = "ecs::task"
+
+# "Currently, stopped tasks appear in the returned results for at least one
+# hour" (ListTasks API reference): the plane forgets them after exactly that.
+STOPPED_RETENTION = timedelta(hours=1)
+# "Up to 64 characters ... idempotency" tokens last 24 hours per cluster
+# (RunTask clientToken; "Ensuring idempotency", ECS API reference).
+CLIENT_TOKEN_TTL = timedelta(hours=24)
+# stoppedReason is reportedly cut to about 128 characters (issue 8): the
+# pessimistic reading.
+STOPPED_REASON_MAX = 128
+PAGE = 100  # ListTasks maxResults default and maximum (botocore model)
+OOM_REASON = "OutOfMemoryError: Container killed due to memory usage"
+CAPACITY_REASON = "Capacity is unavailable at this time. Please try again later or in a different availability zone"
+CPU_LIMIT_REASON = "The requested CPU configuration is above your limit"
 
 
 class Clock:
@@ -79,6 +102,40 @@ class Clock:
         return self._now
 
     __call__ = now
+
+
+class TokenBucket:
+    """AWS's token bucket on an injectable clock: ``burst`` tokens, refilled
+    at ``rate`` a second (AWS Fargate throttling quotas, ECS developer guide:
+    "the tasks and pods token bucket size ... is 100 tokens, and the refill
+    rate is 20 tokens per second"; RunTask itself "20 calls per second
+    (burst and sustained)")."""
+
+    def __init__(self, burst: float, rate: float, clock: Callable[[], datetime]):
+        self.burst, self.rate, self.clock = burst, rate, clock
+        self.tokens = float(burst)
+        self.at = clock()
+
+    def take(self, n: int = 1) -> bool:
+        now = self.clock()
+        self.tokens = min(self.burst, self.tokens + (now - self.at).total_seconds() * self.rate)
+        self.at = now
+        if self.tokens < n:
+            return False
+        self.tokens -= n
+        return True
+
+
+@dataclass
+class Limits:
+    """The published per account+Region rates; ``None`` in a field: unlimited."""
+
+    run_task: tuple[float, float] | None = (20, 20)  # RunTask calls: burst, per second
+    launches: tuple[float, float] | None = (100, 20)  # Fargate task launches: burst, per second
+
+    @classmethod
+    def unlimited(cls) -> "Limits":
+        return cls(run_task=None, launches=None)
 
 
 # --------------------------------------------------------------------------
@@ -198,12 +255,56 @@ class _TaskState:
     sigterm_at: datetime | None = None
     abrupt: bool = False
     seen: tuple = field(default_factory=tuple)
+    eni_details: list = field(default_factory=list)  # shown once the ENI is ATTACHED
 
 
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
     return value.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.") + f"{value.microsecond // 1000:03d}Z"
+
+
+# --------------------------------------------------------------------------
+# The API surface moto answers too kindly: hooked where the request's
+# parameters are still at hand (moto's response layer), for every plane.
+# --------------------------------------------------------------------------
+
+_ORIGINAL: dict[str, Any] = {}
+
+
+def _plane_of(response) -> "FargatePlane | None":
+    return getattr(response.ecs_backend, "_lambdalet_plane", None)
+
+
+def _patch_responses() -> None:
+    """Route RunTask/ListTasks/DescribeTasks through the plane installed on
+    the account's backend (moto's own answer where none is)."""
+    from moto.ecs.responses import EC2ContainerServiceResponse as R
+
+    if _ORIGINAL:
+        return
+    for name in ("run_task", "list_tasks", "describe_tasks"):
+        original = getattr(R, name)
+        _ORIGINAL[name] = original
+
+        def hooked(response, _name=name, _original=original):
+            plane = _plane_of(response)
+            if plane is None:
+                return _original(response)
+            return getattr(plane, f"_api_{_name}")(response, _original)
+
+        setattr(R, name, hooked)
+
+
+def _ecs_error(code: str, message: str, status: int = 400, **members: Any) -> Exception:
+    """An ECS error as AWS sends it (JSON ``__type``/``message`` and any
+    modelled members, e.g. ConflictException ``resourceIds``)."""
+    from moto.core.exceptions import JsonRESTError
+
+    error = JsonRESTError(code, message)
+    error.code = status
+    error.description = json.dumps({"__type": code, "message": message, **members})
+    return error
 
 
 class FargatePlane:
@@ -215,6 +316,9 @@ class FargatePlane:
         region: str = "us-east-1",
         cluster: str | None = None,
         clock: Callable[[], datetime] | None = None,
+        *,
+        limits: Limits | None = None,
+        latency_s: float = 0.0,
     ):
         self.account_id = account_id
         self.region = region
@@ -222,6 +326,13 @@ class FargatePlane:
         self.clock = clock or Clock()
         self._states: dict[str, _TaskState] = {}
         self.run_failures: list[Exception] = []  # raised by the next RunTask calls, in order
+        self.run_task_failures: list[str] = []  # reasons of the next RunTask `failures` answers
+        # Real time each hooked ECS call takes (RunTask, ListTasks,
+        # DescribeTasks, StopTask): for benchmarks; 0 in tests.
+        self.latency_s = latency_s
+        self.set_limits(limits if limits is not None else Limits())
+        self.throttled = 0  # calls answered ThrottlingException by the buckets
+        self._tokens: dict[tuple[str, str], tuple[str, list[str], datetime]] = {}
         self._pending_events: list[dict] = []
         self._installed: list[Any] = []
         self._lock = threading.RLock()
@@ -245,6 +356,7 @@ class FargatePlane:
 
     def _install(self) -> None:
         self._backend()
+        _patch_responses()
 
     def _install_on(self, backend) -> None:
         plane = self
@@ -260,7 +372,9 @@ class FargatePlane:
             return tasks
 
         def stop_task(cluster_str, task_str, reason):
+            plane._pause()
             with plane._lock:
+                plane._expire(backend)
                 task = plane._find(backend, task_str)
                 if task is None:
                     from moto.ecs.exceptions import InvalidParameterException
@@ -269,6 +383,8 @@ class FargatePlane:
                 plane._request_stop(
                     backend, task, reason or "Task stopped by user", "UserInitiated"
                 )
+                # "Any tags associated with the task will be deleted." (StopTask API reference)
+                task.tags = []
                 return task
 
         backend.run_task = run_task
@@ -309,6 +425,109 @@ class FargatePlane:
                 return task
         return None
 
+    # -- the API as AWS documents it ---------------------------------------
+
+    def set_limits(self, limits: Limits) -> None:
+        """Use ``limits`` from now on, with full buckets."""
+        self.limits = limits
+        self._buckets = {
+            name: TokenBucket(*rates, self.clock)
+            for name, rates in (("run_task", limits.run_task), ("launches", limits.launches))
+            if rates
+        }
+
+    def _pause(self) -> None:
+        if self.latency_s:
+            time.sleep(self.latency_s)
+
+    def _throttle(self, bucket: str, n: int = 1) -> None:
+        b = self._buckets.get(bucket)
+        if b is not None and not b.take(n):
+            self.throttled += 1
+            # "If you exceed an API throttling quota, you get the
+            # ThrottlingException error code ... Rate exceeded" (Request
+            # throttling for the Amazon ECS API).
+            raise _ecs_error("ThrottlingException", "Rate exceeded")
+
+    def _expire(self, backend) -> None:
+        """Stopped tasks vanish STOPPED_RETENTION after they stopped."""
+        cutoff = self.clock() - STOPPED_RETENTION
+        for tasks in backend.tasks.values():
+            for arn in [a for a, t in tasks.items()
+                        if t.last_status == "STOPPED" and getattr(t, "stopped_at", None)
+                        and t.stopped_at <= cutoff]:
+                del tasks[arn]
+                self._states.pop(arn, None)
+
+    def _api_run_task(self, response, original):
+        from moto.core.responses import ActionResult
+
+        self._pause()
+        backend = response.ecs_backend
+        with self._lock:
+            self._expire(backend)
+            self._throttle("run_task")
+            cluster = str(response._get_param("cluster", "default")).rsplit("/", 1)[-1]
+            token = response._get_param("clientToken")
+            params = {k: v for k, v in json.loads(response.body or "{}").items() if k != "clientToken"}
+            fingerprint = json.dumps(params, sort_keys=True)
+            now = self.clock()
+            if token:
+                self._tokens = {k: v for k, v in self._tokens.items() if v[2] + CLIENT_TOKEN_TTL > now}
+                known = self._tokens.get((cluster, token))
+                if known is not None:
+                    if known[0] != fingerprint:
+                        # RunTask API reference: "The provided clientToken is
+                        # already in use with a different RunTask request. The
+                        # resourceIds are the existing task ARNs".
+                        raise _ecs_error("ConflictException",
+                                         "The clientToken is already in use with a different RunTask request.",
+                                         resourceIds=known[1])
+                    tasks = [t for arn in known[1] if (t := self._find(backend, arn)) is not None]
+                    return ActionResult({"tasks": tasks, "failures": []})
+            if self.run_task_failures:
+                reason = self.run_task_failures.pop(0)
+                return ActionResult({"tasks": [], "failures": [{"reason": reason}]})
+            self._throttle("launches", response._get_int_param("count", 1))
+            result = original(response)
+            arns = [t.task_arn for t in result.result["tasks"]] if hasattr(result, "result") else []
+            if token and arns:
+                self._tokens[(cluster, token)] = (fingerprint, arns, now)
+            return result
+
+    def _api_list_tasks(self, response, original):
+        from moto.core.responses import ActionResult
+
+        self._pause()
+        backend = response.ecs_backend
+        with self._lock:
+            self._expire(backend)
+            get = response._get_param
+            others = [k for k in ("containerInstance", "family", "serviceName", "desiredStatus", "launchType")
+                      if get(k)]
+            if get("startedBy") and others:
+                # ListTasks API reference: "When you specify startedBy as the
+                # filter, it must be the only filter that you use."
+                raise _ecs_error("InvalidParameterException",
+                                 "startedBy must be the only filter when it is specified "
+                                 f"(also given: {', '.join(others)})")
+            desired = get("desiredStatus") or "RUNNING"  # "The default status filter is RUNNING"
+            tasks = backend.list_tasks(get("cluster", "default"), get("containerInstance"), get("family"),
+                                       get("startedBy"), get("serviceName"), desired)
+            arns = sorted(t.task_arn for t in tasks)
+            size = min(int(get("maxResults") or PAGE), PAGE)
+            start = int(get("nextToken") or 0)
+            page = {"taskArns": arns[start:start + size]}
+            if start + size < len(arns):
+                page["nextToken"] = str(start + size)
+            return ActionResult(page)
+
+    def _api_describe_tasks(self, response, original):
+        self._pause()
+        with self._lock:
+            self._expire(response.ecs_backend)
+        return original(response)
+
     # -- task model --------------------------------------------------------
 
     def _adopt(self, backend, task) -> _TaskState:
@@ -338,6 +557,12 @@ class FargatePlane:
         task.connectivity_at = now
         task.stopped_reason = None
         task.health_status = "UNKNOWN"
+        # RunTask answers PROVISIONING with the ENI PRECREATED and no address
+        # yet; the IP shows once the attachment is ATTACHED (PENDING).
+        for att in task.attachments:
+            state.eni_details = list(att.get("details", []))
+            att["status"] = "PRECREATED"
+            att["details"] = [d for d in state.eni_details if d["name"] == "subnetId"]
         self._sync(task, state)
         state.seen = self._signature(task, state)
         self._pending_events.append(self.event(task))  # ECS reports the new task too
@@ -389,7 +614,7 @@ class FargatePlane:
         now = self.clock()
         task.desired_status = "STOPPED"
         task.stop_code = stop_code
-        task.stopped_reason = reason[:255]
+        task.stopped_reason = reason[:STOPPED_REASON_MAX]
         task.stopping_at = now
         state.stop_requested_at = now
         state.abrupt = abrupt
@@ -412,7 +637,7 @@ class FargatePlane:
         self,
         task_arn: str,
         reason: str = "Your Spot Task was interrupted.",
-        stop_code: str = "SpotInterruption",
+        stop_code: str = "TerminationNotice",
         *,
         abrupt: bool = False,
     ) -> None:
@@ -486,6 +711,9 @@ class FargatePlane:
                 return self._stopped(task, now)
             task.status = "PENDING"
             task.pull_started_at = now
+            for att in task.attachments:  # the ENI is attached: the task has its IP
+                att["status"] = "ATTACHED"
+                att["details"] = list(state.eni_details) or att.get("details", [])
         elif last == "PENDING":
             if task.desired_status == "STOPPED":
                 return self._stopped(task, now)
@@ -500,13 +728,11 @@ class FargatePlane:
                 bad[0].reason = reason
                 task.desired_status = "STOPPED"
                 task.stop_code = "TaskFailedToStart"
-                task.stopped_reason = reason
+                task.stopped_reason = reason[:STOPPED_REASON_MAX]
                 task.stopping_at = now
                 self._stopped(task, now)
                 return
             task.pull_stopped_at = now
-            task.status = "ACTIVATING"
-        elif last == "ACTIVATING":
             task.status = "RUNNING"
             task.started_at = now
             for run in state.runs:
@@ -514,19 +740,22 @@ class FargatePlane:
                 run.runtime_id = f"{task.id}-{int(hashlib.sha256(run.name.encode()).hexdigest()[:8], 16) % 10**10:010d}"
                 run.digest = "sha256:" + hashlib.sha256(run.image.encode()).hexdigest()
         elif last == "RUNNING":
-            self._run_containers(task, state, now)
+            # A standalone awsvpc task stays RUNNING while its containers are
+            # stopped (desiredStatus STOPPED), then DEPROVISIONING -> STOPPED;
+            # ACTIVATING/DEACTIVATING only happen with load balancers or
+            # Cloud Map (task lifecycle, ECS developer guide).
             if task.desired_status == "STOPPED":
-                task.status = "DEACTIVATING"
-        elif last == "DEACTIVATING":
-            task.status = "STOPPING"
-            # ECS sends SIGTERM as soon as the stop is asked for (no load
-            # balancer to drain here): stopTimeout counts from the request.
-            state.sigterm_at = state.stop_requested_at or now
-            self._terminate(task, state, now)
-        elif last == "STOPPING":
-            self._terminate(task, state, now)
-            if all(r.status == "STOPPED" for r in state.runs):
-                task.status = "DEPROVISIONING"
+                first = state.sigterm_at is None
+                if first:
+                    # SIGTERM as soon as the stop is asked for (no load
+                    # balancer to drain): stopTimeout counts from the request.
+                    state.sigterm_at = state.stop_requested_at or now
+                self._terminate(task, state, now)
+                # ECS reports RUNNING with desiredStatus STOPPED once before it deprovisions
+                if not first and all(r.status == "STOPPED" for r in state.runs):
+                    task.status = "DEPROVISIONING"
+            else:
+                self._run_containers(task, state, now)
         elif last == "DEPROVISIONING":
             self._stopped(task, now)
         self._note_execution_stopped(task, state, now)
@@ -542,7 +771,9 @@ class FargatePlane:
         started = task.started_at
         for run in state.runs:
             p = run.program
-            if run.status == "RUNNING" and p.exit_code is not None:
+            if run.status == "RUNNING" and "memhog" in run.image and (now - started).total_seconds() >= p.seconds:
+                run.status, run.exit_code, run.reason = "STOPPED", 137, OOM_REASON
+            elif run.status == "RUNNING" and p.exit_code is not None:
                 if (now - started).total_seconds() >= p.seconds:
                     run.status, run.exit_code = "STOPPED", p.exit_code
         if task.desired_status != "STOPPED" and any(r.status == "STOPPED" for r in state.runs):
@@ -648,3 +879,12 @@ def make_network(ec2_client) -> dict[str, list[str]]:
         GroupName="lambdalet-tasks", Description="lambdalet tasks", VpcId=vpc
     )["GroupId"]
     return {"subnets": [subnet], "security_groups": [sg]}
+
+
+def at_least_once(events: list[dict], rng, duplicate: float = 0.3) -> list[dict]:
+    """``events`` as EventBridge may deliver them: "at least once", some
+    twice, in any order (EventBridge delivery; ECS task state change events
+    carry ``version`` to order them)."""
+    out = list(events) + [e for e in events if rng.random() < duplicate]
+    rng.shuffle(out)
+    return out

@@ -22,7 +22,7 @@ import yaml
 from chalice.test import Client
 from kubernetes.client import CoreV1Api
 
-from tests.world.fargate_plane import Clock, FargatePlane, make_network
+from tests.world.fargate_plane import Clock, FargatePlane, Limits, make_network
 from tests.world.kube_sim import KubeSim
 
 REPO = Path(__file__).resolve().parents[2]
@@ -148,7 +148,11 @@ class Stack:
         if "ecs" in backends:
             network = make_network(boto3.client("ec2", region_name=REGION))
             boto3.client("ecs", region_name=REGION).create_cluster(clusterName=CLUSTER)
-            self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock)
+            # Without AWS's rate limits: the stack's clock only moves between
+            # rounds, while the SDK's retries wait real time. Rates are tested in
+            # test_fargate_plane/test_ecs_backend; ``plane.set_limits(Limits())`` turns them on.
+            self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock,
+                                      limits=Limits.unlimited())
             self._exit.callback(self.plane.close)
             self._setenv({
                 "LAMBDALET_ECS_CLUSTER": CLUSTER,

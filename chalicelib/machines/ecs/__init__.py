@@ -49,7 +49,7 @@ Observed state
 
 
 from .backend import DESCRIBE_BATCH, EcsBackend
-from .client import classify, client_config, failure_error, make_client
+from .client import classify, client_config, conflicting_tasks, failure_error, make_client
 from .identity import (
     GROUP_PREFIX,
     STARTED_BY_PREFIX,
@@ -61,7 +61,7 @@ from .identity import (
     TAG_UID,
     client_token,
     identity_from_task,
-    parse_started_by,
+    node_of_started_by,
     started_by,
     task_group,
     task_tags,
@@ -70,9 +70,9 @@ from .status import image_id, is_task_state_change, machine_from_task
 from .taskdef import FAMILY_PREFIX, FARGATE_MAX_STOP_TIMEOUT, MAX_CONTAINERS, task_definition
 
 __all__ = [
-    "DESCRIBE_BATCH", "EcsBackend", "classify", "client_config", "failure_error", "make_client",
+    "DESCRIBE_BATCH", "EcsBackend", "classify", "conflicting_tasks", "client_config", "failure_error", "make_client",
     "GROUP_PREFIX", "STARTED_BY_PREFIX", "TAG_ATTEMPT", "TAG_NAME", "TAG_NAMESPACE", "TAG_NODE",
-    "TAG_PREFIX", "TAG_UID", "client_token", "identity_from_task", "parse_started_by", "started_by",
+    "TAG_PREFIX", "TAG_UID", "client_token", "identity_from_task", "node_of_started_by", "started_by",
     "task_group", "task_tags", "image_id", "is_task_state_change", "machine_from_task",
     "FAMILY_PREFIX", "FARGATE_MAX_STOP_TIMEOUT", "MAX_CONTAINERS", "task_definition",
 ]

@@ -6,12 +6,11 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from ...timefmt import EPOCH
-from ..contract import Machine, MachineSpec, PermanentMachineError
+from ..contract import Machine, MachineSpec
 from ..fargate_sizes import SIZES
-from .client import _is_missing_task, _is_missing_task_definition, classify, failure_error
-from .identity import TAG_NODE, TAG_UID, _tag_map, client_token, started_by, task_group, task_tags
-from .status import _time, is_task_state_change, machine_from_task
+from .client import _is_missing_task, _is_missing_task_definition, classify, conflicting_tasks, failure_error
+from .identity import client_token, started_by, task_group, task_tags
+from .status import is_task_state_change, machine_from_task
 from .taskdef import task_definition
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
@@ -99,25 +98,23 @@ class EcsBackend:
         self._families[family] = arn
         return arn
 
-    def _find(self, uid: str, attempt: int) -> list[dict]:
-        """Tasks already started for ``(uid, attempt)``, oldest first."""
-        key = started_by(uid, attempt)
-        arns = self._list_arns(startedBy=key)  # desiredStatus defaults to RUNNING
-        try:
-            arns += [a for a in self._list_arns(startedBy=key, desiredStatus="STOPPED") if a not in arns]
-        except PermanentMachineError:
-            pass  # filter combination refused: clientToken still guards the retry
-        tasks = [t for t in self._describe(arns) if _tag_map(t.get("tags")).get(TAG_UID) == uid] if arns else []
-        tasks.sort(key=lambda t: (_time(t.get("createdAt")) or EPOCH, t.get("taskArn", "")))
-        return tasks
+    def _adopt(self, arns: list[str], error: BaseException) -> Machine:
+        """The machine a RunTask ``ConflictException`` points at: the token
+        was used before with other parameters (a task definition registered
+        twice by racing invocations, a changed subnet), and ``resourceIds``
+        are the tasks it started. They are this pod's: take the oldest."""
+        machines = [m for m in map(machine_from_task, self._describe(arns)) if m is not None]
+        if not machines:
+            raise classify(error, "RunTask") from error
+        return min(machines, key=lambda m: (m.created_at, m.id))
 
     # -- MachineBackend ----------------------------------------------------
 
     def create(self, spec: MachineSpec) -> Machine:
-        for task in self._find(spec.pod.uid, spec.attempt):
-            machine = machine_from_task(task)
-            if machine is not None:
-                return machine
+        # Idempotent through RunTask's clientToken alone (per cluster, 24 h,
+        # "Ensuring idempotency" in the ECS API reference): the same call again
+        # returns the same task, a changed one answers ConflictException with
+        # the existing tasks. No listing first: a create costs one call.
         td_arn = self.ensure_task_definition(spec)
         awsvpc: dict[str, Any] = {
             "subnets": self.subnets,
@@ -126,19 +123,23 @@ class EcsBackend:
         if self.security_groups:
             awsvpc["securityGroups"] = self.security_groups
         tags = task_tags(spec)
-        resp = self._call(
-            "RunTask", "run_task",
-            cluster=self.cluster,
-            taskDefinition=td_arn,
-            launchType="FARGATE",
-            count=1,
-            networkConfiguration={"awsvpcConfiguration": awsvpc},
-            startedBy=started_by(spec.pod.uid, spec.attempt),
-            clientToken=client_token(spec.pod.uid, spec.attempt),
-            tags=tags,
-            enableECSManagedTags=True,
-            **({"group": group} if (group := task_group(spec)) else {}),
-        )
+        try:
+            resp = self.ecs.run_task(
+                cluster=self.cluster,
+                taskDefinition=td_arn,
+                launchType="FARGATE",
+                count=1,
+                networkConfiguration={"awsvpcConfiguration": awsvpc},
+                startedBy=started_by(spec.node),
+                clientToken=client_token(spec.pod.uid, spec.attempt),
+                tags=tags,
+                enableECSManagedTags=True,
+                **({"group": group} if (group := task_group(spec)) else {}),
+            )
+        except Exception as e:
+            if arns := conflicting_tasks(e):
+                return self._adopt(arns, e)
+            raise classify(e, "RunTask") from e
         tasks = resp.get("tasks") or []
         if not tasks:
             raise failure_error(resp.get("failures") or [{"reason": "no task and no failure reported"}])
@@ -150,18 +151,22 @@ class EcsBackend:
         return self.list_nodes([node])[node]
 
     def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
-        # One listing of the cluster serves every node on it.
+        """Per node, the tasks ECS wants RUNNING: ListTasks with the node's
+        ``startedBy`` as the only filter (ECS refuses it beside any other;
+        ECS's default desiredStatus filter is RUNNING). Then the tasks ECS
+        wants STOPPED, which a startedBy listing cannot ask for: one listing
+        of the cluster's stopped tasks, which ECS keeps only for about an
+        hour, so it holds the last hour's stops, not the cluster's load."""
         out: dict[str, list[Machine]] = {node: [] for node in nodes}
-        arns = self._list_arns(desiredStatus="RUNNING")
+        arns: list[str] = []
+        for node in out:
+            arns += self._list_arns(startedBy=started_by(node))
         seen = set(arns)
         arns += [a for a in self._list_arns(desiredStatus="STOPPED") if a not in seen]
         for task in self._describe(arns) if arns else []:
-            node = _tag_map(task.get("tags")).get(TAG_NODE)
-            if node not in out:
-                continue
             machine = machine_from_task(task)
-            if machine is not None:
-                out[node].append(machine)
+            if machine is not None and machine.node in out:
+                out[machine.node].append(machine)
         return out
 
     def get(self, machine_id: str) -> Machine | None:

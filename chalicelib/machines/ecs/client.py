@@ -42,8 +42,13 @@ _PERMANENT = {
     "ConflictException",
     "ValidationException",
 }
-# ClientException is also ECS's word for some passing conditions.
-_TRANSIENT_CLIENT_MESSAGES = ("too many concurrent", "rate exceeded", "try again")
+# ClientException and InvalidParameterException are also ECS's words for some
+# passing conditions: under load RunTask answers InvalidParameterException
+# "Error retrieving security group information for [sg-...]: Request limit
+# exceeded. (ErrorCode: RequestLimitExceeded)" (the EC2 throttling behind the
+# task's ENI; dask/dask-cloudprovider#56, reproio/wrapbox#32), beside
+# ThrottlingException.
+_TRANSIENT_CLIENT_MESSAGES = ("too many concurrent", "rate exceeded", "try again", "request limit exceeded")
 # An invalid parameter about what the operator configured (network, roles, the
 # cluster) is nothing the pod can fix: keep the pod waiting, say what to fix.
 _OPERATOR_PARAMETERS = ("subnet", "securitygroup", "security group", "networkconfiguration",
@@ -64,13 +69,13 @@ def classify(error: BaseException, action: str = "ECS") -> MachineError:
         text = f"ECS {action} failed: {code}: {message}"
         if code in _THROTTLING or code in _SERVER or status >= 500:
             return TransientMachineError(text)
-        if code in _OPERATOR or (code == "InvalidParameterException"
-                                 and any(m in message.lower() for m in _OPERATOR_PARAMETERS)):
-            return TransientMachineError(text + " (fix the lambdalet AWS setup; retrying)")
-        if code == "ClientException" and any(
+        if code in ("ClientException", "InvalidParameterException") and any(
             m in message.lower() for m in _TRANSIENT_CLIENT_MESSAGES
         ):
             return TransientMachineError(text)
+        if code in _OPERATOR or (code == "InvalidParameterException"
+                                 and any(m in message.lower() for m in _OPERATOR_PARAMETERS)):
+            return TransientMachineError(text + " (fix the lambdalet AWS setup; retrying)")
         if code in _PERMANENT or 400 <= status < 500:
             return PermanentMachineError(text)
         return TransientMachineError(text)
@@ -141,3 +146,17 @@ def _is_missing_task(e: BaseException) -> bool:
     return code in ("InvalidParameterException", "ClientException") and (
         "not found" in message.lower() or "could not find" in message.lower()
     )
+
+
+def conflicting_tasks(e: BaseException) -> list[str]:
+    """The task ARNs of a RunTask ``ConflictException``: "The provided
+    clientToken is already in use with a different RunTask request. The
+    resourceIds are the existing task ARNs which are already associated with
+    the clientToken" (RunTask API reference; botocore models ``resourceIds``
+    as a member of the error, parsed into the response's top level)."""
+    code, _ = _client_error_parts(e)
+    if code != "ConflictException":
+        return []
+    response = getattr(e, "response", None) or {}
+    ids = response.get("resourceIds") or (response.get("Error") or {}).get("resourceIds") or []
+    return [str(i) for i in ids]

@@ -31,24 +31,30 @@ def _digest(text: str, n: int) -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:n]
 
 
-def started_by(uid: str, attempt: int) -> str:
-    """Deterministic ListTasks-able key for ``(uid, attempt)``: up to 128
-    letters, digits, ``-``, ``_`` and ``/`` (ECS rule); a pod UID (a UUID)
-    stays readable, anything else is hashed."""
-    value = f"{STARTED_BY_PREFIX}{uid}/{attempt}"
+def started_by(node: str) -> str:
+    """RunTask ``startedBy`` for every task of ``node``: ``lambdalet/<node>``.
+
+    ListTasks filters on it, and "when you specify startedBy as the filter, it
+    must be the only filter that you use" (ListTasks API reference): one
+    listing per node returns that node's tasks ECS wants RUNNING, and nothing
+    else of the cluster. Up to 128 letters, digits, ``-``, ``_`` and ``/``
+    (ECS rule): a node name's dots become ``_`` (DNS names have no ``_``, so
+    this stays one-to-one); a name that still does not fit is hashed.
+    """
+    value = STARTED_BY_PREFIX + node.replace(".", "_")
     if len(value) <= 128 and _STARTED_BY_OK.match(value):
         return value
-    return f"{STARTED_BY_PREFIX}h-{_digest(f'{uid}/{attempt}', 48)}/{attempt}"
+    return f"{STARTED_BY_PREFIX}h-{_digest(node, 48)}"
 
 
-def parse_started_by(value: str | None) -> tuple[str, int] | None:
-    """``(uid, attempt)`` from a readable ``startedBy`` of ours, else None."""
+def node_of_started_by(value: str | None) -> str | None:
+    """The node a readable ``startedBy`` of ours names, else None."""
     if not value or not value.startswith(STARTED_BY_PREFIX):
         return None
-    uid, _, attempt = value[len(STARTED_BY_PREFIX):].rpartition("/")
-    if not uid or uid.startswith("h-") or not attempt.isdigit():
+    rest = value[len(STARTED_BY_PREFIX):]
+    if not rest or "/" in rest or rest.startswith("h-"):
         return None
-    return uid, int(attempt)
+    return rest.replace("_", ".")
 
 
 def client_token(uid: str, attempt: int) -> str:
@@ -64,29 +70,36 @@ MAX_GROUP = 255  # ECS: a task group name is at most 255 characters
 
 
 def task_group(spec: MachineSpec) -> str | None:
-    """RunTask ``group`` naming the pod: ``lambdalet:<node>:<namespace>:<name>``.
+    """RunTask ``group`` naming the machine:
+    ``lambdalet:<node>:<namespace>:<name>:<uid>:<attempt>``.
 
-    With ``startedBy`` (uid, attempt) it makes a task's identity readable
-    from any view of the task, EventBridge events included, which carry no
-    tags. Kubernetes names never contain ``:``. None when it would not fit.
+    StopTask deletes a task's tags ("Any tags associated with the task will be
+    deleted", StopTask API reference) and EventBridge events carry none, but
+    ``group`` and ``startedBy`` stay in every view of the task for as long as
+    ECS shows it (DescribeTasks, ListTasks, the "ECS Task State Change"
+    detail): the identity lives there. Kubernetes names never contain ``:``.
+    Too long for 255 characters: the pod name is left out (the UID is what
+    lambdalet joins on); None when even that does not fit (tags only).
     """
-    value = f"{GROUP_PREFIX}{spec.node}:{spec.pod.namespace}:{spec.pod.name}"
-    return value if len(value) <= MAX_GROUP else None
+    for name in (spec.pod.name, ""):
+        value = f"{GROUP_PREFIX}{spec.node}:{spec.pod.namespace}:{name}:{spec.pod.uid}:{spec.attempt}"
+        if len(value) <= MAX_GROUP:
+            return value
+    return None
 
 
 def identity_from_task(task: Mapping) -> dict[str, str] | None:
-    """Our tags rebuilt from ``startedBy`` + ``group``, or None."""
-    parsed = parse_started_by(task.get("startedBy"))
+    """Our tags rebuilt from ``group`` (and ``startedBy``), or None."""
     group = str(task.get("group") or "")
-    if parsed is None or not group.startswith(GROUP_PREFIX):
+    if not group.startswith(GROUP_PREFIX):
         return None
     parts = group[len(GROUP_PREFIX):].split(":")
-    if len(parts) != 3 or not all(parts):
+    if len(parts) != 5 or not parts[0] or not parts[1] or not parts[3] or not parts[4].isdigit():
         return None
-    node, namespace, name = parts
-    uid, attempt = parsed
-    return {TAG_NODE: node, TAG_NAMESPACE: namespace, TAG_NAME: name, TAG_UID: uid,
-            TAG_ATTEMPT: str(attempt)}
+    node, namespace, name, uid, attempt = parts
+    if task.get("startedBy") != started_by(node):
+        return None
+    return {TAG_NODE: node, TAG_NAMESPACE: namespace, TAG_NAME: name, TAG_UID: uid, TAG_ATTEMPT: attempt}
 
 
 def task_tags(spec: MachineSpec) -> list[dict[str, str]]:

@@ -138,9 +138,10 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
     (node, namespace, name).
 
     Phase: PROVISIONING/PENDING/ACTIVATING -> PENDING; RUNNING -> RUNNING
-    (STOPPING once ECS wants it stopped); DEACTIVATING/STOPPING/DEPROVISIONING
-    -> STOPPING, except STOPPED as soon as every container has stopped (only
-    network teardown is left, the pod's outcome is known); STOPPED -> STOPPED.
+    (STOPPING once ECS wants it stopped); RUNNING with desiredStatus STOPPED
+    and DEACTIVATING/STOPPING/DEPROVISIONING -> STOPPING, except STOPPED as
+    soon as every container has stopped (only network teardown is left, the
+    pod's outcome is known); STOPPED -> STOPPED.
     hostIP is the task's ENI IP: a Fargate task has no host of its own
     (Fargate-on-EKS reports the same).
     """
@@ -157,8 +158,13 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
         phase = MachinePhase.STOPPED
     elif last in _STOPPING:
         phase = MachinePhase.STOPPED if (desired == "STOPPED" and all_stopped) else MachinePhase.STOPPING
+    elif last == "RUNNING" and desired == "STOPPED":
+        # ECS stops the containers while the task is still RUNNING (desired
+        # STOPPED), then deprovisions: once they have all stopped, the
+        # pod's outcome is known.
+        phase = MachinePhase.STOPPED if all_stopped else MachinePhase.STOPPING
     elif last == "RUNNING":
-        phase = MachinePhase.STOPPING if desired == "STOPPED" else MachinePhase.RUNNING
+        phase = MachinePhase.RUNNING
     else:
         phase = MachinePhase.PENDING
     stop_cause = None

@@ -10,6 +10,9 @@ from ..fargate_sizes import SIZES, fit
 from .identity import _digest
 
 FAMILY_PREFIX = "lambdalet-"
+# "The valid values for Fargate are 2-120 seconds." (botocore ecs model,
+# ContainerDefinition.stopTimeout): a grace period of 0 or 1 gets 2.
+FARGATE_MIN_STOP_TIMEOUT = 2
 FARGATE_MAX_STOP_TIMEOUT = 120
 MAX_CONTAINERS = SIZES.max_containers  # container definitions per task definition
 
@@ -31,7 +34,7 @@ def task_definition(
             f"pod has {len(spec.containers)} containers; an ECS task can have at most {MAX_CONTAINERS}"
         )
     cpu, memory = fit(spec.cpu_millis, spec.memory_mib)
-    stop_timeout = max(0, min(spec.termination_grace_seconds, FARGATE_MAX_STOP_TIMEOUT))
+    stop_timeout = max(FARGATE_MIN_STOP_TIMEOUT, min(spec.termination_grace_seconds, FARGATE_MAX_STOP_TIMEOUT))
     reservation = memory // len(spec.containers)
     containers = []
     for c in spec.containers:
