@@ -307,3 +307,28 @@ def test_repeated_events_are_aggregated_not_one_object_per_pass(stack):
     assert len(exited) == 1 and exited[0]["count"] >= 2
     assert started[0]["lastTimestamp"] > started[0]["firstTimestamp"]
     assert len(events) == len({(e["reason"], e["message"]) for e in events})
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_events_delivered_twice_and_out_of_order_never_roll_a_pod_back(stack, seed):
+    """issue 8 ECS 7: EventBridge delivers "ECS Task State Change" at least
+    once and in any order (each detail carries the task's ``version``); the
+    pod ends as the task's last state says, whatever the delivery order."""
+    import random
+
+    from tests.world.fargate_plane import at_least_once
+
+    stack.create_pod(virtual_pod("shuffled", restart="Never", command=["sh", "-c", "sleep 2; exit 3"]))
+    events = []
+    for _ in range(8):
+        stack.sim.scheduler.run_once()
+        stack.audit.flush()
+        events += stack.cloud_step(deliver=False)
+        stack.advance(1)
+    assert [e["detail"]["lastStatus"] for e in events][-1] == "STOPPED"
+    stack.machine_events(at_least_once(events, random.Random(seed), duplicate=0.5))
+    pod = stack.pod("shuffled")
+    assert pod["status"]["phase"] == "Failed"
+    assert container(pod)["state"]["terminated"]["exitCode"] == 3
+    assert stack.machine_events(at_least_once(events, random.Random(seed + 10)))  # again: nothing moves back
+    assert stack.pod("shuffled")["status"]["phase"] == "Failed"

@@ -439,5 +439,6 @@ def test_events_carry_a_growing_version_and_may_come_twice_out_of_order(world):
     assert versions == sorted(versions) and len(set(versions)) == len(versions)
     assert [e["detail"]["lastStatus"] for e in events] == [
         "PROVISIONING", "PENDING", "RUNNING", "RUNNING", "DEPROVISIONING", "STOPPED"]
+    assert backend.machine_from_event(events[-1]).version == versions[-1] == backend.get(m.id).version
     delivered = at_least_once(events, random.Random(3), duplicate=0.5)
     assert len(delivered) > len(events) and delivered != sorted(delivered, key=lambda e: e["detail"]["version"])

@@ -161,6 +161,9 @@ class Machine(BaseModel):
         parts = [p for p in (self.stop_code, self.stop_reason) if p]
         return ": ".join(parts) or None
     containers: tuple[ContainerRun, ...] = ()
+    # The cloud's change counter for this machine, where it keeps one (ECS task
+    # ``version``): later views have higher numbers, whatever order events came in.
+    version: int | None = None
 
 
 class MachineError(Exception):

@@ -6,13 +6,19 @@ pure), ``client`` (client config, error classification), ``backend``
 (``EcsBackend``: the calls).
 
 Identity and idempotency
-    A machine is the task for ``(pod uid, attempt)``. ``create`` derives from
-    that pair a RunTask ``clientToken`` (AWS-side idempotency of the request)
-    and a ``startedBy`` value, and first looks the task up by ``startedBy``
-    (ListTasks) so a retry, a concurrent call or a call after a crash returns
-    the existing task instead of starting a second one. Every task is tagged
-    with the pod's namespace, name and UID, the node and the attempt
-    (``lambdalet.io/...``), which is all ``list`` needs to rebuild the picture.
+    A machine is the task for ``(pod uid, attempt)``. ``create`` sends one
+    RunTask whose ``clientToken`` derives from that pair: ECS keeps a token
+    per cluster for 24 h, so a retry, a concurrent call or a call after a
+    crash gets the same task back; a retry whose parameters changed (a task
+    definition registered twice by racing invocations, a changed subnet)
+    gets ``ConflictException`` with ``resourceIds``, and those tasks are
+    adopted. The identity is written where it survives: ``startedBy`` =
+    ``lambdalet/<node>`` (the ListTasks key: one listing per node, the only
+    filter ECS allows beside it) and ``group`` =
+    ``lambdalet:<node>:<namespace>:<name>:<uid>:<attempt>`` (ECS shows both
+    in DescribeTasks and in EventBridge events for as long as the task is
+    visible). The ``lambdalet.io/...`` tags are for people: StopTask deletes
+    them.
 
 Task definitions
     Content-addressed: the family is ``lambdalet-<hash>`` of the canonical JSON
@@ -32,17 +38,17 @@ Task definitions
       no hard per-container ``memory`` limit: the task memory is the pod's
       hard limit, per-container limits are not enforced separately.
     * ``stopTimeout`` is the pod's terminationGracePeriodSeconds, clamped to
-      Fargate's 120 s. StopTask cannot override it per call, so
+      Fargate's 2-120 s. StopTask cannot override it per call, so
       ``delete(grace_seconds=...)`` gets the template's grace period.
     * Kubernetes ``command`` -> ECS ``entryPoint``; ``args`` -> ECS ``command``.
 
 Observed state
     ``machine_from_task`` translates a DescribeTasks task (datetimes) or the
     ``detail`` of an EventBridge "ECS Task State Change" event (ISO strings)
-    into a Machine. AWS documents no ``tags`` in that event detail, so the
-    identity is also written where events show it: ``startedBy`` =
-    ``lambdalet/<uid>/<attempt>`` and the task ``group`` =
-    ``lambdalet:<node>:<namespace>:<name>``; ``machine_from_event`` is pure.
+    into a Machine. AWS documents no ``tags`` in that event detail: the
+    identity comes from ``startedBy`` and ``group``; ``machine_from_event`` is
+    pure. Events are at-least-once and unordered; each carries the task's
+    ``version`` (``Machine.version``), which orders them.
     ECS keeps stopped tasks visible for only about an hour: after that
     ``list``/``get`` no longer report them.
 """

@@ -209,6 +209,7 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
         host_ip=ip,
         stop_cause=stop_cause,
         stop_code=code or None,
+        version=int(task["version"]) if str(task.get("version") or "").isdigit() else None,
         stop_reason=task.get("stoppedReason") or None,
     )
     # Stopped by someone else than lambdalet (a user, the scheduler, a Spot
