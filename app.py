@@ -5,7 +5,7 @@ container answering admission reviews never loads the reconciler, and the
 other way round (cold start is paid on every scale-out).
 """
 
-from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, UnauthorizedError
+from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, Response, UnauthorizedError
 
 from chalicelib import wiring
 
@@ -104,3 +104,52 @@ def on_machine_event(event):
     from chalicelib.usecases import machine_event as usecase
 
     return usecase.handle_machine_event(wiring.world(), event.to_dict())
+
+
+# The kubelet API kube-apiserver reaches at the node's advertised address (chalicelib/kubelet_api).
+_ANY_BODY = ["application/json", "application/octet-stream", "text/plain", "*/*",
+             "application/x-www-form-urlencoded"]
+
+
+@app.route("/containerLogs/{namespace}/{pod}/{container}", methods=["GET"])
+def container_logs(namespace, pod, container):
+    """kubectl logs: the container's output, from the cloud's log store."""
+    return _kubelet()
+
+
+@app.route("/exec/{namespace}/{pod}/{container}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/exec/{namespace}/{pod}/{uid}/{container}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/attach/{namespace}/{pod}/{container}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/attach/{namespace}/{pod}/{uid}/{container}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/portForward/{namespace}/{pod}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/portForward/{namespace}/{pod}/{uid}", methods=["GET", "POST"], content_types=_ANY_BODY)
+@app.route("/run/{namespace}/{pod}/{container}", methods=["POST"], content_types=_ANY_BODY)
+@app.route("/run/{namespace}/{pod}/{uid}/{container}", methods=["POST"], content_types=_ANY_BODY)
+def connect(**_):
+    """kubectl exec/attach/port-forward: the cloud's native command for this pod (no stream)."""
+    return _kubelet()
+
+
+@app.route("/stats/summary", methods=["GET"])
+@app.route("/metrics/resource", methods=["GET"])
+@app.route("/healthz", methods=["GET"])
+@app.route("/pods", methods=["GET"])
+def node_level():
+    """What metrics-server scrapes (from the cloud's measurements), health, the node's pods."""
+    return _kubelet()
+
+
+def _kubelet() -> Response:
+    from chalicelib.kubelet_api import service
+
+    request = app.current_request
+    query = request.query_params or {}
+    reply = service.handle(wiring.world(), wiring.kubelet_access(), service.Request(
+        method=request.method, path=request.context.get("resourcePath", "").format(**request.uri_params or {}),
+        query={key: "\x00".join(query.getlist(key)) for key in query},
+        headers={k.lower(): v for k, v in request.headers.items()}, context=request.context))
+    if reply.status in (401, 403):
+        from chalicelib import telemetry
+
+        telemetry.count("KubeletCallsRefused", 1, status=str(reply.status))
+    return Response(body=reply.body, status_code=reply.status, headers={"Content-Type": reply.content_type})

@@ -33,7 +33,25 @@ def conditions(now: datetime, current: list[dict] | None = None) -> list[dict]:
     ]
 
 
-def node_object(name: str, backend: str, region: str, capacity: dict[str, str], now: datetime) -> dict:
+def kubelet_address(name: str, endpoint: str) -> tuple[list[dict], int]:
+    """(status.addresses, kubelet port) for the kubelet API at ``endpoint``
+    ("host[:port]", "{node}" standing for the node's name; default port 443).
+
+    kube-apiserver picks the first address of the first type in its
+    ``--kubelet-preferred-address-types`` (default Hostname, InternalDNS,
+    InternalIP, ExternalDNS, ExternalIP; kubeadm puts InternalIP first). The
+    endpoint is a DNS name, so it is offered under every DNS type and no IP is
+    offered at all: whatever the preference, the apiserver dials that name.
+    No endpoint: the node's own name and port 0 (nothing served)."""
+    if not endpoint:
+        return [{"type": "Hostname", "address": name}], 0
+    host, _, port = endpoint.replace("{node}", name).partition(":")
+    return [{"type": kind, "address": host} for kind in ("Hostname", "InternalDNS", "ExternalDNS")], int(port or 443)
+
+
+def node_object(name: str, backend: str, region: str, capacity: dict[str, str], now: datetime,
+                kubelet_endpoint: str = "") -> dict:
+    addresses, port = kubelet_address(name, kubelet_endpoint)
     return {
         "apiVersion": "v1",
         "kind": "Node",
@@ -56,8 +74,8 @@ def node_object(name: str, backend: str, region: str, capacity: dict[str, str], 
             "capacity": dict(capacity),
             "allocatable": dict(capacity),
             "conditions": conditions(now),
-            "addresses": [{"type": "Hostname", "address": name}],
-            "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+            "addresses": addresses,
+            "daemonEndpoints": {"kubeletEndpoint": {"Port": port}},
             "nodeInfo": {
                 "machineID": name, "systemUUID": name, "bootID": "",
                 "kernelVersion": "", "osImage": f"lambdalet {backend}",

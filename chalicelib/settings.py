@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     # Needed for private ECR images and awslogs; public images run without it.
     ecs_execution_role_arn: str = ""
     ecs_task_role_arn: str = ""  # the pods' own AWS identity, if any
+    # CloudWatch Logs group the awslogs driver writes container output to (infra/ creates it).
+    # Empty: output is not kept and `kubectl logs` says so.
+    ecs_log_group: str = ""
+    # ECS Exec (`aws ecs execute-command`) on the tasks: RunTask enableExecuteCommand. The task
+    # role then needs the ssmmessages:* actions ECS Exec documents.
+    ecs_exec: bool = False
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
     # Fly Machines: required when backend == "fly" (see _backend_settings)
     fly_api_url: str = Field("https://api.machines.dev", pattern=r"^https?://")
@@ -71,6 +77,20 @@ class Settings(BaseSettings):
     # e.g. {"vk-fly-ams": {"backend": "fly", "fly_region": "ams"}}. One deployment,
     # several nodes on several regions or backends.
     node_overrides: dict[str, dict[str, Any]] = {}
+
+    # The kubelet API (chalicelib/kubelet_api): where the apiserver reaches it ("host" or
+    # "host:port", default port 443: the API Gateway custom domain with the mTLS truststore).
+    # Empty: the node advertises no endpoint (port 0), as before.
+    kubelet_endpoint: str = Field("", pattern=r"^([A-Za-z0-9.-]+(:[0-9]{1,5})?)?$")
+    # Who may call it: client-certificate CN -> the kubelet authorization subresources
+    # (proxy, log, stats, metrics, spec, pods, healthz, configz; "*" all). The default is
+    # kubeadm's --kubelet-client-certificate subject.
+    kubelet_clients: dict[str, tuple[str, ...]] = {"kube-apiserver-kubelet-client": ("*",)}
+    # Fronts without mTLS passthrough to the function (see README "kubelet API"): Secrets
+    # Manager id of the token such a front presents with the client subject it verified.
+    kubelet_front_token_secret: str = ""
+    # `kubectl logs -f`: how long one response keeps collecting new output before it ends.
+    kubelet_follow_seconds: int = Field(20, ge=0, le=25)  # API Gateway's integration timeout is 29 s
 
     @field_validator("node_names", "ecs_subnets", "ecs_security_groups", "fly_fallback_regions", mode="before")
     @classmethod
@@ -113,6 +133,7 @@ class Settings(BaseSettings):
 # What may differ between the nodes of one deployment: where and how machines run.
 PER_NODE = {"backend", "node_cpu", "node_memory", "node_pods", "ecs_cluster", "ecs_subnets",
             "ecs_security_groups", "ecs_assign_public_ip", "ecs_execution_role_arn", "ecs_task_role_arn",
+            "ecs_log_group", "ecs_exec",
             "fly_api_url", "fly_platform_url", "fly_app", "fly_region", "fly_fallback_regions", "fly_token_secret",
             "fly_claims_table"}
 

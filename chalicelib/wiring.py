@@ -59,7 +59,8 @@ def build_world(config: Settings) -> World:
         backends[name] = shared.get(key) or shared.setdefault(key, build_backend(mine))
         capacity = {"cpu": mine.node_cpu, "memory": mine.node_memory, "pods": mine.node_pods}
         region = mine.fly_region if mine.backend == "fly" else mine.region
-        nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow())
+        nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow(),
+                                        kubelet_endpoint=config.kubelet_endpoint)
     return World(kube=kube, backends=backends, nodes=nodes, webhook_tokens=webhook_tokens(config))
 
 
@@ -78,7 +79,8 @@ def webhook_tokens(config: Settings):
 
 # The settings a backend instance is built from (node capacity is not one).
 PER_BACKEND = {"backend", "region", "ecs_cluster", "ecs_subnets", "ecs_security_groups", "ecs_assign_public_ip",
-               "ecs_execution_role_arn", "ecs_task_role_arn", "fly_api_url", "fly_platform_url", "fly_app", "fly_region",
+               "ecs_execution_role_arn", "ecs_task_role_arn", "ecs_log_group", "ecs_exec", "fly_api_url",
+               "fly_platform_url", "fly_app", "fly_region",
                "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 
@@ -87,7 +89,19 @@ def world() -> World:
     return build_world(settings())
 
 
+@lru_cache(maxsize=1)
+def kubelet_access():
+    """Who may call the kubelet API, and its settings (chalicelib/kubelet_api)."""
+    from chalicelib.kubelet_api.service import Access
+
+    config = settings()
+    token = (lambda: secret(config.kubelet_front_token_secret)) if config.kubelet_front_token_secret else None
+    return Access(clients=dict(config.kubelet_clients), front_token=token,
+                  follow_seconds=config.kubelet_follow_seconds, host_template=config.kubelet_endpoint)
+
+
 def reset() -> None:
     """Forget the cached settings and World (tests and the sandbox change the environment)."""
     world.cache_clear()
+    kubelet_access.cache_clear()
     settings.cache_clear()

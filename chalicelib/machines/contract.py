@@ -166,6 +166,32 @@ class Machine(BaseModel):
     version: int | None = None
 
 
+class LogLine(BaseModel):
+    """One line a container wrote (stdout and stderr together, as the cloud keeps them)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    time: datetime  # when the cloud received it
+    text: str  # without its trailing newline
+
+
+class ContainerUsage(BaseModel):
+    """What the cloud measured of one running container, as the kubelet's resource
+    metrics report it: a cumulative CPU counter (metrics-server derives the rate
+    from two scrapes), the current CPU rate and the memory working set."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    at: datetime  # the end of the measurement the figures come from (its freshness)
+    cpu_core_seconds: float  # CPU used since the container started
+    cpu_cores: float  # average rate over the latest measurement
+    memory_bytes: int  # working set at the latest measurement
+
+
+ConnectAction = Literal["exec", "attach", "portforward", "run"]
+
+
 class MachineError(Exception):
     """Base of every backend error. ``str(err)`` is shown to users: make it readable."""
 
@@ -180,6 +206,11 @@ class PermanentMachineError(MachineError):
 
 class MachineNotFound(MachineError):
     """The machine does not exist (any more)."""
+
+
+class LogsUnavailable(MachineError):
+    """The cloud keeps no output for this container (logging off, an API without
+    logs, the log stream not written yet). ``str(err)`` says why and where to look."""
 
 
 class MachineBackend(Protocol):
@@ -230,4 +261,38 @@ class MachineBackend(Protocol):
         """The machine a cloud event (e.g. an EventBridge "ECS Task State Change")
         describes, or None when the event is not about a machine of this
         backend's cluster. Pure: no API call."""
+        ...
+
+    # -- the kubelet API (chalicelib/kubelet_api) ---------------------------------
+
+    def find(self, pod_uid: str, attempt: int) -> Machine | None:
+        """The machine of ``(pod_uid, attempt)`` while the cloud still reports it
+        (ECS: about an hour after it stopped; Fly: until it is destroyed), else
+        None. A few calls, whatever the number of machines; never creates."""
+        ...
+
+    def read_logs(self, machine: Machine, container: str, *, since: datetime | None = None,
+                  tail: int | None = None) -> list[LogLine]:
+        """What ``container`` of ``machine`` wrote, oldest first: the lines received
+        at or after ``since`` (all when None); with ``tail``, only the last ``tail``
+        of those. At most about 1 MB of lines per call (the rest is cut from the
+        start: the newest output is kept). Read-only and repeatable.
+        Raises LogsUnavailable when the cloud keeps none (the message says why),
+        TransientMachineError when the cloud cannot answer now."""
+        ...
+
+    def connect_command(self, machine: Machine, container: str, action: ConnectAction,
+                        command: tuple[str, ...] = (), ports: tuple[int, ...] = ()) -> str:
+        """What a user runs instead of ``kubectl exec|attach|port-forward|run`` for
+        this machine: the cloud's native command for this exact machine and
+        container (``command`` for exec, ``ports`` for port-forward), or, when the
+        cloud has none or the operator left it off, why not and what to do.
+        Pure: no API call. A function cannot hold the upgraded stream open."""
+        ...
+
+    def usage(self, machines: list[Machine], now: datetime) -> dict[str, list[ContainerUsage]]:
+        """The latest measurements of the running ``machines`` (machine id ->
+        its containers), in O(len(machines) / batch) calls. Machines the cloud
+        has no figures for yet (started in the last minutes) are left out; a
+        backend whose cloud measures nothing returns {}."""
         ...

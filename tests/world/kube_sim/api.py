@@ -22,6 +22,7 @@ from . import discovery, protobuf, schema, table
 from . import errors as E
 from .admission import AdmissionChain
 from .audit import AuditRecorder
+from .kubelet_proxy import KubeletProxy
 from .patch import PATCH_TYPES, SchemaWalker, apply_patch
 from .resources import RESOURCES, ResourceType, find
 from .store import Store
@@ -50,6 +51,12 @@ class Request:
     body: bytes = b""
     source_ip: str = "127.0.0.1"
     user: dict | None = None                        # set in-process callers (controllers)
+    raw_query: str = ""                             # as sent: repeated parameters (exec's command) kept
+
+    def query_list(self, key: str) -> list[str]:
+        if not self.raw_query:
+            return [self.query[key]] if key in self.query else []
+        return [v for k, v in urllib.parse.parse_qsl(self.raw_query, keep_blank_values=True) if k == key]
 
     @property
     def request_uri(self) -> str:
@@ -109,6 +116,7 @@ class Api:
         self.allow_anonymous = True
         self.audit = AuditRecorder(clock)
         self.admission = AdmissionChain(self)  # dynamic admission webhooks (admission.py)
+        self.kubelet = KubeletProxy(self)  # pods/log, exec, ... to the node's kubelet; metrics.k8s.io (kubelet_proxy.py)
         # (username, verb, resource[/subresource]) -> count: what clients cost the apiserver
         self.calls: Counter = Counter()
         self.stopping = threading.Event()
@@ -194,6 +202,9 @@ class Api:
     def _route(self, req: Request, ctx: Ctx):
         parts = [urllib.parse.unquote(p) for p in req.path.strip("/").split("/") if p]
         accept = req.headers.get("accept", "")
+        proxied = self.kubelet.route(parts, ctx)
+        if proxied is not None:
+            return proxied
         nonres = discovery.non_resource(parts, accept, req.query)
         if nonres is not None:
             return lambda: nonres

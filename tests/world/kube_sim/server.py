@@ -27,7 +27,7 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        req = Request(self.command, url.path, query, headers, body, self.client_address[0])
+        req = Request(self.command, url.path, query, headers, body, self.client_address[0], raw_query=url.query)
         try:
             resp = self.api.handle(req)
         except Exception as e:  # a simulator bug: answer 500 loudly rather than hang the client
