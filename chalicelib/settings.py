@@ -122,6 +122,13 @@ class Settings(BaseSettings):
             raise SettingsError(f"{ENV_PREFIX}NODE_OVERRIDES[{name}]: {where} {first['msg']}") from None
 
     @model_validator(mode="after")
+    def _awslogs_needs_execution_role(self) -> "Settings":
+        if self.backend == "ecs" and self.ecs_log_group and not self.ecs_execution_role_arn:
+            raise ValueError(f"{ENV_PREFIX}ECS_LOG_GROUP needs {ENV_PREFIX}ECS_EXECUTION_ROLE_ARN: on Fargate "
+                             "the awslogs driver writes with the task execution role")
+        return self
+
+    @model_validator(mode="after")
     def _backend_settings(self) -> "Settings":
         """The chosen backend's settings are required; the others' are not."""
         missing = [ENV_PREFIX + name.upper() for name in REQUIRED_BY_BACKEND[self.backend] if not getattr(self, name)]

@@ -43,6 +43,9 @@ def build_backend(config: Settings):
         assign_public_ip=config.ecs_assign_public_ip,
         execution_role_arn=config.ecs_execution_role_arn or None,
         task_role_arn=config.ecs_task_role_arn or None,
+        log_group=config.ecs_log_group,
+        exec_enabled=config.ecs_exec,
+        region=config.region,
     )
 
 

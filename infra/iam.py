@@ -55,6 +55,21 @@ def function_policy(outputs: Mapping[str, str], *, region: str, account: str, pa
                 "Resource": "*",
             },
             {
+                # kubectl logs (chalicelib/machines/ecs/logs.py): the pods' output, nothing else.
+                "Sid": "PodOutput",
+                "Effect": "Allow",
+                "Action": ["logs:GetLogEvents", "logs:DescribeLogStreams"],
+                "Resource": [arn.format(service="logs", resource=f"log-group:{outputs['PodLogGroup']}{suffix}")
+                             for suffix in ("", ":*")],
+            },
+            {
+                # kubectl top (ecs/insights.py): GetMetricData has no resource-level permissions.
+                "Sid": "PodMetrics",
+                "Effect": "Allow",
+                "Action": ["cloudwatch:GetMetricData"],
+                "Resource": "*",
+            },
+            {
                 "Sid": "PassTaskRoles",
                 "Effect": "Allow",
                 "Action": ["iam:PassRole"],

@@ -15,7 +15,7 @@ import botocore.handlers
 import pytest
 
 from tests.aws_stack import allows, function_policy
-from tests.world.stack import Stack, virtual_pod
+from tests.world.stack import ACCOUNT, REGION, Stack, virtual_pod
 
 
 @pytest.fixture(scope="module")
@@ -28,6 +28,10 @@ def fly():
     return function_policy("fly")
 
 
+# Services whose IAM action prefix is not their signing name.
+IAM_PREFIX = {"monitoring": "cloudwatch"}
+
+
 @contextmanager
 def recorded_calls():
     """Every AWS call made through botocore meanwhile, as IAM action names. The hook is added
@@ -36,7 +40,8 @@ def recorded_calls():
     called: set[str] = set()
 
     def hook(model, **_):
-        called.add(f"{model.service_model.signing_name}:{model.name}")
+        service = model.service_model.signing_name
+        called.add(f"{IAM_PREFIX.get(service, service)}:{model.name}")
 
     handler = ("before-call", hook)
     botocore.handlers.BUILTIN_HANDLERS.append(handler)
@@ -59,6 +64,10 @@ def resource_of(action: str, outputs: dict[str, str]) -> tuple[str, dict[str, st
         return outputs["FlyClaimsTableArn"], {}
     if action == "secretsmanager:GetSecretValue":
         return outputs["ServiceAccountTokenSecret"], {}
+    if service == "logs" and name in ("GetLogEvents", "DescribeLogStreams"):  # the pods' output (kubectl logs)
+        return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{outputs['PodLogGroup']}:log-stream:lambdalet/main/t", {}
+    if action == "cloudwatch:GetMetricData":  # kubectl top; no resource-level permissions
+        return "*", {}
     raise AssertionError(f"{action}: a call test_iam_policy does not know the resource of; add it here "
                          f"and to infra/iam.py")
 
@@ -85,6 +94,28 @@ def test_every_aws_call_of_an_ecs_pod_lifecycle_is_allowed_on_the_stacks_resourc
         assert allows(policy, "secretsmanager:GetSecretValue", secret)
     assert allows(policy, "iam:PassRole", outputs["EcsExecutionRoleArn"],
                   {"iam:PassedToService": "ecs-tasks.amazonaws.com"})
+
+
+def test_every_aws_call_of_the_kubelet_api_is_allowed_on_the_stacks_resources(ecs):
+    """kubectl logs (current, previous, absent stream) and the stats metrics-server scrapes."""
+    from tests.test_kubelet_api import kubelet_get
+
+    policy, outputs = ecs
+    with recorded_calls() as called, Stack() as stack:
+        called.clear()
+        stack.reconcile()
+        stack.create_pod(virtual_pod("web", command=["sh", "-c", "echo up; sleep 1000"]))
+        stack.settle(rounds=6)
+        stack.advance(120)
+        stack.settle(rounds=1)
+        for path in ("/containerLogs/default/web/main", "/containerLogs/default/web/main?previous=true",
+                     "/stats/summary", "/metrics/resource"):
+            assert kubelet_get(stack, path, stack.apiserver_client)[0] in (200, 400), path
+    assert {"logs:GetLogEvents", "cloudwatch:GetMetricData"} <= called
+    denied = [a for a in sorted(called) if not allows(policy, a, *resource_of(a, outputs))]
+    assert denied == []
+    # only the pods' log group
+    assert not allows(policy, "logs:GetLogEvents", f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/aws/lambda/x:log-stream:y")
 
 
 def test_an_ecs_deployment_holds_no_fly_or_dynamodb_permission(ecs):

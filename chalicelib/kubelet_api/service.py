@@ -143,7 +143,7 @@ def container_logs(world: World, access: Access, namespace: str, name: str, cont
     if attempt < 0:
         return _fail(400, f'previous terminated container "{container}" in pod "{name}" not found')
     backend = world.backend_for(pod["spec"]["nodeName"])
-    machine = backend.find(pod["metadata"]["uid"], attempt)
+    machine = backend.find(pod["spec"]["nodeName"], pod["metadata"]["uid"], attempt)
     if machine is None:
         if opts.previous:
             return _fail(400, f'previous terminated container "{container}" in pod "{name}" not found '
@@ -180,7 +180,7 @@ def _follow(world: World, access: Access, backend, machine, container: str, line
         fresh = backend.read_logs(machine, container, since=since)
         seen = {(line.time, line.text) for line in collected if since is None or line.time >= since}
         collected += [line for line in fresh if (line.time, line.text) not in seen]
-        now = backend.find(machine.pod.uid, machine.attempt)
+        now = backend.find(machine.node, machine.pod.uid, machine.attempt)
         if now is None or now.phase in (MachinePhase.STOPPING, MachinePhase.STOPPED):
             collected += [line for line in backend.read_logs(machine, container, since=collected[-1].time
                                                                if collected else opts.since)
@@ -209,7 +209,7 @@ def connect(world: World, head: str, parts: list[str], query: Mapping[str, str])
     if action != "portforward" and container not in names:
         return _fail(404, f'container "{container}" not found in pod "{name}"')
     backend = world.backend_for(pod["spec"]["nodeName"])
-    machine = backend.find(pod["metadata"]["uid"], ps.restart_count(pod))
+    machine = backend.find(pod["spec"]["nodeName"], pod["metadata"]["uid"], ps.restart_count(pod))
     if machine is None or machine.phase != MachinePhase.RUNNING:
         return _fail(400, f'pod "{name}" has no running machine: {action} needs a running container')
     command = tuple(query.get("command", "").split("\x00")) if "command" in query else ()

@@ -265,10 +265,11 @@ class MachineBackend(Protocol):
 
     # -- the kubelet API (chalicelib/kubelet_api) ---------------------------------
 
-    def find(self, pod_uid: str, attempt: int) -> Machine | None:
-        """The machine of ``(pod_uid, attempt)`` while the cloud still reports it
-        (ECS: about an hour after it stopped; Fly: until it is destroyed), else
-        None. A few calls, whatever the number of machines; never creates."""
+    def find(self, node: str, pod_uid: str, attempt: int) -> Machine | None:
+        """The machine of ``(pod_uid, attempt)`` on ``node`` while the cloud still
+        reports it (ECS: about an hour after it stopped; Fly: until it is
+        destroyed), else None (the oldest, should there be duplicates). At most
+        the calls of one ``list(node)``; never creates."""
         ...
 
     def read_logs(self, machine: Machine, container: str, *, since: datetime | None = None,

@@ -48,7 +48,22 @@ How a container runs: ``sh -c "<script>"`` (or a bare argv) whose commands,
 separated by ``;``/``&&``/newlines, are ``sleep N``, ``echo ...``,
 ``exit N``, ``true``, ``false``, ``:`` exits with that code once the sleeps
 have elapsed on the plane's clock (injectable; ``clock.advance(s)``).
-Anything else runs until stopped. On stop, an interpreted script is PID 1
+Anything else runs until stopped. What ``echo`` prints is the container's
+output, written when the clock reaches it.
+
+Container output, as the ``awslogs`` log driver writes it: a container
+definition whose ``logConfiguration`` is awslogs gets, when it starts, the log
+stream ``<awslogs-stream-prefix>/<container name>/<task id>`` in its
+``awslogs-group`` (the stream-name format of the ECS awslogs documentation,
+https://docs.aws.amazon.com/AmazonECS/latest/developerguide/using_awslogs.html),
+one event per line, stamped with the time it was printed.
+
+Container Insights (enhanced observability), as ECS publishes it: every
+complete minute a container ran, ``ContainerCpuUtilized`` (CPU units) and
+``ContainerMemoryUtilized`` (MiB) in ``ECS/ContainerInsights`` with the
+dimensions ClusterName, TaskDefinitionFamily, TaskId, ContainerName, stamped with
+the minute they measure. A test container uses a fixed 5 % of its task's CPU
+and 16 MiB (``CPU_SHARE``, ``MEMORY_MIB``). On stop, an interpreted script is PID 1
 without a SIGTERM handler, so it ignores SIGTERM and is SIGKILLed once the
 container's ``stopTimeout`` has passed since the stop was asked for (exit
 137); any other program exits on SIGTERM at once (exit 143).
@@ -72,6 +87,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 
 ECS_TASK_MODEL = "ecs::task"
+CPU_SHARE = 0.05  # of the task's CPU units, what a test container uses
+MEMORY_MIB = 16  # its working set
 
 # "Currently, stopped tasks appear in the returned results for at least one
 # hour" (ListTasks API reference): the plane forgets them after exactly that.
@@ -153,6 +170,7 @@ class Program:
     seconds: float = 0.0
     exit_code: int | None = None
     ignores_sigterm: bool = False
+    output: tuple[tuple[float, str], ...] = ()  # (seconds after start, line) it prints
 
 
 FOREVER = Program()
@@ -180,10 +198,11 @@ def _commands(script: str) -> list[tuple[str, list[str]]]:
 
 def _run_script(script: str) -> Program:
     elapsed, code, skip = 0.0, 0, False
+    printed: list[tuple[float, str]] = []
     try:
         commands = _commands(script)
     except ValueError:  # unbalanced quotes: a shell would fail at once
-        return Program(0.0, 2, True)
+        return Program(0.0, 2, True, ((0.0, "sh: syntax error: unterminated quoted string"),))
     for sep, words in commands:
         if sep == "&&" and code != 0:
             skip = True
@@ -194,24 +213,27 @@ def _run_script(script: str) -> Program:
         cmd, args = words[0], words[1:]
         if cmd == "sleep":
             if not args or args[0] == "infinity":
-                return Program(ignores_sigterm=True)
+                return Program(ignores_sigterm=True, output=tuple(printed))
             try:
                 elapsed += float(args[0].rstrip("s"))
             except ValueError:
-                return Program(ignores_sigterm=True)
+                return Program(ignores_sigterm=True, output=tuple(printed))
             code = 0
-        elif cmd in ("echo", "true", ":"):
+        elif cmd == "echo":
+            printed.append((elapsed, " ".join(args)))
+            code = 0
+        elif cmd in ("true", ":"):
             code = 0
         elif cmd == "false":
             code = 1
         elif cmd == "exit":
             try:
-                return Program(elapsed, int(args[0]) % 256 if args else code, True)
+                return Program(elapsed, int(args[0]) % 256 if args else code, True, tuple(printed))
             except ValueError:
-                return Program(elapsed, 2, True)
+                return Program(elapsed, 2, True, tuple(printed))
         else:
-            return Program(ignores_sigterm=True)  # an unknown command: runs on
-    return Program(elapsed, code, True)
+            return Program(ignores_sigterm=True, output=tuple(printed))  # an unknown command: runs on
+    return Program(elapsed, code, True, tuple(printed))
 
 
 def program_of(entry_point: list[str] | None, command: list[str] | None) -> Program:
@@ -244,6 +266,8 @@ class _Run:
     reason: str | None = None
     runtime_id: str | None = None
     digest: str | None = None
+    log: dict | None = None  # awslogs options of the container definition
+    printed: int = 0  # lines of program.output written so far
 
 
 @dataclass
@@ -256,6 +280,9 @@ class _TaskState:
     abrupt: bool = False
     seen: tuple = field(default_factory=tuple)
     eni_details: list = field(default_factory=list)  # shown once the ENI is ATTACHED
+    family: str = ""
+    cpu_units: int = 256
+    measured_until: datetime | None = None  # Container Insights: minutes published up to here
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -538,10 +565,12 @@ class FargatePlane:
                 image=cd["image"],
                 program=program_of(cd.get("entryPoint"), cd.get("command")),
                 stop_timeout=int(cd.get("stopTimeout", 30)),
+                log=((cd.get("logConfiguration") or {}).get("options")
+                     if (cd.get("logConfiguration") or {}).get("logDriver") == "awslogs" else None),
             )
             for cd in td.container_definitions
         ]
-        state = _TaskState(arn=task.task_arn, runs=runs)
+        state = _TaskState(arn=task.task_arn, runs=runs, family=td.family, cpu_units=int(td.cpu or 256))
         self._states[task.task_arn] = state
         now = self.clock()
         task.status = "PROVISIONING"
@@ -673,6 +702,8 @@ class FargatePlane:
                     self._pending_events = []
                 before = state.seen
                 self._advance(task, state)
+                self._print(task, state)
+                self._measure(task, state)
                 self._sync(task, state)
                 after = self._signature(task, state)
                 if after != before:
@@ -812,6 +843,57 @@ class FargatePlane:
         task.connectivity = None
         for att in task.attachments:
             att["status"] = "DELETED"
+
+    # -- what the containers print and use ---------------------------------
+
+    def _print(self, task, state: _TaskState) -> None:
+        """awslogs: the lines each running (or just stopped) container has printed by now."""
+        started = getattr(task, "started_at", None)
+        if started is None:
+            return
+        from moto.logs.models import logs_backends
+
+        logs = logs_backends[self.account_id][self.region]
+        now = min(self.clock(), getattr(task, "execution_stopped_at", None) or self.clock())  # no output after the end
+        for run in state.runs:
+            if run.log is None or run.runtime_id is None or run.log.get("awslogs-group") not in logs.groups:
+                continue
+            group, stream = run.log["awslogs-group"], f"{run.log['awslogs-stream-prefix']}/{run.name}/{task.id}"
+            if run.printed == 0 and stream not in logs.groups[group].streams:
+                logs.create_log_stream(group, stream)
+            due = [(offset, line) for offset, line in run.program.output[run.printed:]
+                   if started + timedelta(seconds=offset) <= now]
+            if due:
+                logs.put_log_events(group, stream, [
+                    {"timestamp": int((started + timedelta(seconds=offset)).timestamp() * 1000), "message": line}
+                    for offset, line in due])
+                run.printed += len(due)
+
+    def _measure(self, task, state: _TaskState) -> None:
+        """Container Insights: one datapoint per container for each complete minute it ran."""
+        started = getattr(task, "started_at", None)
+        if started is None:
+            return
+        end = (getattr(task, "execution_stopped_at", None) or self.clock()).replace(second=0, microsecond=0)
+        minute = state.measured_until or started.replace(second=0, microsecond=0)
+        if minute >= end:
+            return
+        data = []
+        while minute < end:
+            for run in state.runs:
+                dims = [{"Name": "ClusterName", "Value": task.cluster_name}, {"Name": "TaskDefinitionFamily", "Value": state.family},
+                        {"Name": "TaskId", "Value": task.id}, {"Name": "ContainerName", "Value": run.name}]
+                data += [{"MetricName": "ContainerCpuUtilized", "Value": state.cpu_units * CPU_SHARE,
+                          "Unit": "None", "Timestamp": minute, "Dimensions": dims},
+                         {"MetricName": "ContainerMemoryUtilized", "Value": MEMORY_MIB, "Unit": "Megabytes",
+                          "Timestamp": minute, "Dimensions": dims}]
+            minute += timedelta(minutes=1)
+        state.measured_until = minute
+        import boto3  # through the API, as ECS publishes them (moto: in-process or the sandbox's server)
+
+        cloudwatch = boto3.client("cloudwatch", region_name=self.region)
+        for i in range(0, len(data), 1000):  # PutMetricData takes at most 1000 datums
+            cloudwatch.put_metric_data(Namespace="ECS/ContainerInsights", MetricData=data[i:i + 1000])
 
     # -- views -------------------------------------------------------------
 

@@ -47,6 +47,11 @@ FLY_CLAIMS_TABLE = "lambdalet-claims"
 # Every secret value the test world hands lambdalet (distinct from the secrets' names):
 # none may show in logs, Events or answers (tests/conftest.py).
 SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN)
+LOG_GROUP = "/lambdalet/dev/pods"  # LAMBDALET_ECS_LOG_GROUP, as infra/aws/lambdalet.yaml names it
+EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-task-execution"  # awslogs on Fargate writes with it
+METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client certificate
+# LAMBDALET_KUBELET_CLIENTS: the apiserver's kubelet client everywhere, metrics-server its two paths
+KUBELET_CLIENTS = {"kube-apiserver-kubelet-client": ["*"], METRICS_SERVER: ["stats", "metrics"]}
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
@@ -154,7 +159,10 @@ class Stack:
             self.plane = FargatePlane(account_id=ACCOUNT, region=REGION, cluster=CLUSTER, clock=self.clock,
                                       limits=Limits.unlimited())
             self._exit.callback(self.plane.close)
+            boto3.client("logs", region_name=REGION).create_log_group(logGroupName=LOG_GROUP)
             self._setenv({
+                "LAMBDALET_ECS_LOG_GROUP": LOG_GROUP,
+                "LAMBDALET_ECS_EXECUTION_ROLE_ARN": EXECUTION_ROLE,
                 "LAMBDALET_ECS_CLUSTER": CLUSTER,
                 "LAMBDALET_ECS_SUBNETS": ",".join(network["subnets"]),
                 "LAMBDALET_ECS_SECURITY_GROUPS": ",".join(network["security_groups"]),
@@ -163,6 +171,7 @@ class Stack:
 
         import app as lambdalet
 
+        self._start_kubelet_endpoint(lambdalet.app)
         wiring.reset()
         self.app = lambdalet.app
         self.client = self._exit.enter_context(Client(self.app, stage_name="local", project_dir=str(REPO)))
@@ -174,6 +183,48 @@ class Stack:
         self.admission_down = False  # True: the webhook URL refuses connections (a lambdalet outage)
         if self._connect_admission:
             self.connect_admission()
+
+    def _start_kubelet_endpoint(self, app) -> None:
+        """The kubelet API as the apiserver reaches it: a throwaway cluster CA, the mTLS
+        front (API Gateway's custom domain with a truststore) before the app's routes, the
+        node advertising it, and the simulator holding the apiserver's kubelet client
+        certificate (and metrics-server's)."""
+        import shutil
+        import tempfile
+
+        from chalice.cli.factory import CLIFactory
+
+        from tests.world.certs import APISERVER_KUBELET_CLIENT, Authority
+        from tests.world.kube_sim.kubelet_proxy import KubeletClient, MetricsServer
+        from tests.world.kubelet_front import KubeletFront
+
+        pki_dir = tempfile.mkdtemp(prefix="lambdalet-pki-")
+        self._exit.callback(shutil.rmtree, pki_dir, True)
+        self.ca = Authority(Path(pki_dir))
+        server = self.ca.server("localhost")
+        self.apiserver_client = self.ca.client(*APISERVER_KUBELET_CLIENT)
+        self.metrics_client = self.ca.client(METRICS_SERVER)
+        config = CLIFactory(str(REPO)).create_config_obj(chalice_stage_name="local")
+        self.front = KubeletFront(app, config, (str(server.cert), str(server.key)), str(self.ca.pair.cert)).start()
+        self._exit.callback(self.front.stop)
+        self.sim.api.kubelet.client = KubeletClient(str(self.apiserver_client.cert), str(self.apiserver_client.key))
+        self.sim.api.kubelet.metrics = MetricsServer(KubeletClient(str(self.metrics_client.cert),
+                                                                   str(self.metrics_client.key)))
+        self._setenv({"LAMBDALET_KUBELET_ENDPOINT": f"localhost:{self.front.port}",
+                      "LAMBDALET_KUBELET_CLIENTS": json.dumps(KUBELET_CLIENTS),
+                      "LAMBDALET_KUBELET_FOLLOW_SECONDS": "4"})
+
+    def kubectl(self, *args: str, timeout: float = 60) -> "subprocess.CompletedProcess":
+        """The real kubectl against the simulator, as its admin."""
+        import subprocess
+        import tempfile
+
+        if not hasattr(self, "_kubeconfig"):
+            directory = tempfile.mkdtemp(prefix="lambdalet-kubectl-")
+            self._exit.callback(__import__("shutil").rmtree, directory, True)
+            self._kubeconfig = self.sim.write_kubeconfig(str(Path(directory) / "kubeconfig"))
+        return subprocess.run(["kubectl", "--kubeconfig", self._kubeconfig, *args],
+                              capture_output=True, text=True, timeout=timeout)
 
     def _start_fly(self) -> None:
         """The Fly fake on loopback, its token in Secrets Manager, the claims table in DynamoDB."""

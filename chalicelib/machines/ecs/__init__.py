@@ -3,7 +3,9 @@
 Modules: ``identity`` (tags, startedBy, group, clientToken; pure), ``taskdef``
 (MachineSpec -> task definition; pure), ``status`` (task/event -> Machine;
 pure), ``client`` (client config, error classification), ``backend``
-(``EcsBackend``: the calls).
+(``EcsBackend``: the calls); for the kubelet API: ``logs`` (awslogs
+configuration and CloudWatch Logs reads), ``insights`` (Container Insights
+figures), ``connect`` (the ECS Exec commands; pure).
 
 Identity and idempotency
     A machine is the task for ``(pod uid, attempt)``. ``create`` sends one

@@ -4,11 +4,13 @@ lives in taskdef/status, error kinds in client). See the package docstring."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from datetime import datetime
 from typing import Any
 
-from ..contract import Machine, MachineSpec
+from ..contract import ContainerUsage, LogLine, Machine, MachineSpec
 from ..fargate_sizes import SIZES
-from .client import _is_missing_task, _is_missing_task_definition, classify, conflicting_tasks, failure_error
+from . import connect, insights, logs
+from .client import _is_missing_task, _is_missing_task_definition, classify, client_config, conflicting_tasks, failure_error
 from .identity import client_token, started_by, task_group, task_tags
 from .status import is_task_state_change, machine_from_task
 from .taskdef import task_definition
@@ -34,8 +36,15 @@ class EcsBackend:
         name: str = "ecs",
         execution_role_arn: str | None = None,
         task_role_arn: str | None = None,
+        log_group: str = "",
+        exec_enabled: bool = False,
+        region: str | None = None,
     ):
         self.ecs = ecs_client
+        self.region = region or getattr(getattr(ecs_client, "meta", None), "region_name", None) or ""
+        self.log_group = log_group  # awslogs destination of the containers' output ("": not kept)
+        self.exec_enabled = exec_enabled  # RunTask enableExecuteCommand (ECS Exec)
+        self._clients: dict[str, Any] = {}  # CloudWatch Logs / CloudWatch, made on first use
         self.cluster = cluster
         self.subnets = list(subnets)
         self.security_groups = list(security_groups)
@@ -78,7 +87,8 @@ class EcsBackend:
     def ensure_task_definition(self, spec: MachineSpec) -> str:
         """ARN of the (shared) task definition for ``spec``; registers it once."""
         td = task_definition(
-            spec, execution_role_arn=self.execution_role_arn, task_role_arn=self.task_role_arn
+            spec, execution_role_arn=self.execution_role_arn, task_role_arn=self.task_role_arn,
+            log_configuration=logs.log_configuration(self.log_group, self.region) if self.log_group else None,
         )
         family = td["family"]
         if family in self._families:
@@ -134,6 +144,7 @@ class EcsBackend:
                 clientToken=client_token(spec.pod.uid, spec.attempt),
                 tags=tags,
                 enableECSManagedTags=True,
+                **({"enableExecuteCommand": True} if self.exec_enabled else {}),
                 **({"group": group} if (group := task_group(spec)) else {}),
             )
         except Exception as e:
@@ -183,6 +194,39 @@ class EcsBackend:
             if _is_missing_task(e):
                 return
             raise classify(e, "StopTask") from e
+
+    # -- the kubelet API ---------------------------------------------------
+
+    def find(self, node: str, pod_uid: str, attempt: int) -> Machine | None:
+        # The node's listing (tasks carry the pod's identity in their group, not in a key
+        # ListTasks can filter on): the oldest machine of that attempt.
+        mine = [m for m in self.list(node) if m.pod.uid == pod_uid and m.attempt == attempt]
+        return min(mine, key=lambda m: (m.created_at, m.id)) if mine else None
+
+    def _client(self, service: str) -> Any:
+        if service not in self._clients:
+            import boto3
+
+            self._clients[service] = boto3.client(service, region_name=self.region or None, config=client_config())
+        return self._clients[service]
+
+    def read_logs(self, machine: Machine, container: str, *, since: datetime | None = None,
+                  tail: int | None = None) -> list[LogLine]:
+        return logs.read(self._client("logs"), self.log_group, machine.id, container, since=since, tail=tail)
+
+    def connect_command(self, machine: Machine, container: str, action: str, command: tuple[str, ...] = (),
+                        ports: tuple[int, ...] = ()) -> str:
+        return connect.command(machine, container, action, command, ports, cluster=self.cluster,
+                               region=self.region, exec_enabled=self.exec_enabled)
+
+    def usage(self, machines: list[Machine], now: datetime) -> dict[str, list[ContainerUsage]]:
+        if not machines:
+            return {}
+        tasks = self._describe([m.id for m in machines])
+        try:
+            return insights.usage(self._client("cloudwatch"), self.cluster, tasks, {m.id: m for m in machines}, now)
+        except Exception as e:  # classified in one place; nothing raw escapes
+            raise classify(e, "GetMetricData") from e
 
     def machine_from_event(self, event: Mapping) -> Machine | None:
         """The Machine an EventBridge "ECS Task State Change" event is about,

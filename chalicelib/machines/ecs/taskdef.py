@@ -22,6 +22,7 @@ def task_definition(
     *,
     execution_role_arn: str | None = None,
     task_role_arn: str | None = None,
+    log_configuration: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """RegisterTaskDefinition arguments for ``spec``, ``family`` included.
 
@@ -54,6 +55,8 @@ def task_definition(
             d["entryPoint"] = list(c.command)
         if c.args is not None:
             d["command"] = list(c.args)
+        if log_configuration:  # awslogs (logs.py): the same for every pod, so families stay shared
+            d["logConfiguration"] = log_configuration
         containers.append(d)
     body: dict[str, Any] = {
         "containerDefinitions": containers,

@@ -7,7 +7,9 @@ from typing import Any
 
 from ...timefmt import EPOCH
 from ..claims import Claim, Claims, Held
-from ..contract import Machine, MachineError, MachineNotFound, MachineSpec, PermanentMachineError, TransientMachineError
+from ..contract import (ContainerUsage, LogLine, LogsUnavailable, Machine, MachineError, MachineNotFound, MachineSpec,
+                        PermanentMachineError, TransientMachineError)
+from . import connect
 from .api import CapacityError, FlyApi, FlyApiError, NameTaken, classify
 from .config import MAX_STOP_TIMEOUT, META_ATTEMPT, META_NODE, META_UID, MARKER, MARKER_VALUE, create_request, region_override
 from .guest import SIZES
@@ -222,3 +224,26 @@ class FlyBackend:
     def machine_from_event(self, event: Mapping) -> Machine | None:
         """Fly has no EventBridge feed: status comes through the reconcile."""
         return None
+
+    # -- the kubelet API ---------------------------------------------------
+
+    def find(self, node: str, pod_uid: str, attempt: int) -> Machine | None:
+        found = self._find(pod_uid, attempt)
+        return machine_from_fly(found[0]) if found else None
+
+    def read_logs(self, machine: Machine, container: str, *, since=None, tail=None) -> list[LogLine]:
+        reader = getattr(self.api, "machine_logs", None)  # Fly's platform logs, where the client offers them
+        if reader is None:
+            raise LogsUnavailable(f"this lambdalet reads no Fly logs; run: fly logs --app {self.api.app} "
+                                  f"--machine {machine.id}")
+        lines = [line for line in self._call("logs", reader, machine.id) if since is None or line.time >= since]
+        return lines[-tail:] if tail else ([] if tail == 0 else lines)
+
+    def connect_command(self, machine: Machine, container: str, action: str, command: tuple[str, ...] = (),
+                        ports: tuple[int, ...] = ()) -> str:
+        return connect.command(machine, container, action, command, ports, app=self.api.app)
+
+    def usage(self, machines: list[Machine], now) -> dict[str, list[ContainerUsage]]:
+        """The Machines API measures nothing (Fly's metrics are in its Prometheus
+        service, outside the API lambdalet holds a token for): no figures."""
+        return {}

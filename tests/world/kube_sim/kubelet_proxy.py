@@ -289,7 +289,13 @@ class KubeletProxy:
         if not rest or rest[0] != "pods" or len(rest) > 2:
             raise E.ApiError(404, "NotFound", "the server could not find the requested resource", {})
         name = rest[1] if len(rest) == 2 else ""
-        return lambda: self.pod_metrics(namespace, name, ctx.req.query)
+
+        def serve():
+            try:
+                return self.pod_metrics(namespace, name, ctx.req.query)
+            except E.ApiError as err:
+                return Response(err.code, err.body())
+        return serve
 
     def pod_metrics(self, namespace: str, name: str, query: dict):
         from .api import Response
