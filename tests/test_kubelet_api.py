@@ -250,3 +250,69 @@ def test_stats_summary_and_healthz(stack):
     assert pod["cpu"]["usageNanoCores"] == int(256 * 0.05 / 1024 * 1e9)
     status, body = kubelet_get(stack, "/pods", stack.apiserver_client)
     assert status == 200 and [p["metadata"]["name"] for p in json.loads(body)["items"]] == ["web"]
+
+
+def _machine(machine_id: str, container_id: str | None = None):
+    from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase, PodRef
+
+    return Machine(id=machine_id, pod=PodRef(namespace="default", name="web", uid="u1"), node=NODE,
+                   phase=MachinePhase.RUNNING, created_at=T0,
+                   containers=(ContainerRun(name="main", image="busybox", state="running",
+                                            container_id=container_id),))
+
+
+def test_ecs_exec_answer_names_this_task_and_container():
+    from chalicelib.machines.ecs import connect
+
+    arn = "arn:aws:ecs:us-east-1:123456789012:task/lambdalet/0123456789abcdef0123456789abcdef"
+    machine = _machine(arn, "ecs://0123456789abcdef0123456789abcdef-1234567890")
+    on = connect.command(machine, "main", "exec", ("ls", "-la"), (), cluster="lambdalet", region="us-east-1",
+                         exec_enabled=True)
+    assert ("aws ecs execute-command --region us-east-1 --cluster lambdalet "
+            "--task 0123456789abcdef0123456789abcdef --container main --interactive --command 'ls -la'") in on
+    forward = connect.command(machine, "main", "portforward", (), (8080,), cluster="lambdalet", region="us-east-1",
+                              exec_enabled=True)
+    assert "--target ecs:lambdalet_0123456789abcdef0123456789abcdef_0123456789abcdef0123456789abcdef-1234567890" in forward
+    assert '"portNumber":["8080"]' in forward
+    off = connect.command(machine, "main", "exec", ("ls",), (), cluster="lambdalet", region="us-east-1",
+                          exec_enabled=False)
+    assert "LAMBDALET_ECS_EXEC=true" in off and "execute-command" not in off
+
+
+def test_fly_answers_name_the_machine():
+    from chalicelib.machines.fly import connect
+
+    machine = _machine("3d8d9e0b123456")
+    assert ("fly ssh console --app lambdalet --machine 3d8d9e0b123456 --command 'sh -c '\"'\"'echo hi'\"'\"''"
+            in connect.command(machine, "main", "exec", ("sh", "-c", "echo hi"), (), app="lambdalet"))
+    assert "fly proxy 80:80 3d8d9e0b123456.vm.lambdalet.internal --app lambdalet" in connect.command(
+        machine, "main", "portforward", (), (80,), app="lambdalet")
+
+
+def test_ecs_exec_turned_on_starts_tasks_with_ecs_exec(monkeypatch):
+    monkeypatch.setenv("LAMBDALET_ECS_EXEC", "true")
+    with Stack(anonymous=True) as stack:
+        stack.reconcile()
+        run_pod(stack, virtual_pod("web", command=["sh", "-c", "sleep infinity"]))
+        [task] = stack.tasks()
+        assert task.get("enableExecuteCommand") is True
+        status, body = kubelet_get(stack, "/exec/default/web/main?command=ls&output=1", stack.apiserver_client,
+                                   method="POST")
+        assert status == 400
+        assert f"--task {task['taskArn'].rsplit('/', 1)[-1]} --container main --interactive --command ls" in body
+
+
+def test_a_front_without_mtls_passthrough_is_trusted_only_with_its_token(monkeypatch):
+    monkeypatch.setenv("LAMBDALET_KUBELET_FRONT_TOKEN_SECRET", "lambdalet/kubelet-front-token")
+    with Stack(anonymous=True) as stack:
+        boto3.client("secretsmanager", region_name=REGION).create_secret(
+            Name="lambdalet/kubelet-front-token", SecretString="front-secret")
+        stack.reconcile()
+        run_pod(stack, virtual_pod("job", restart="Never", command=["sh", "-c", "echo via the front; exit 0"]))
+        path = "/containerLogs/default/job/main"
+        subject = {auth.SUBJECT_HEADER: "CN=kube-apiserver-kubelet-client,O=kubeadm:cluster-admins"}
+        ok = stack.client.http.get(path, headers={**subject, auth.FRONT_TOKEN_HEADER: "front-secret"})
+        assert ok.status_code == 200 and ok.body == b"via the front\n"
+        forged = stack.client.http.get(path, headers={**subject, auth.FRONT_TOKEN_HEADER: "guess"})
+        assert forged.status_code == 401 and b"via the front" not in forged.body
+        assert stack.client.http.get(path, headers=subject).status_code == 401

@@ -161,6 +161,8 @@ class Sandbox:
             print("kubectl, while the sandbox runs:")
             print(f"  export KUBECONFIG={self.kubeconfig}")
             print("  kubectl get nodes; kubectl get pods -o wide; kubectl describe pod job-fails")
+            print("  kubectl logs job-fails; kubectl logs crash-loop --previous; kubectl exec web -- ls; "
+                  f"kubectl top pod   (the kubelet API, behind its mTLS front at https://localhost:{stack.front.port})")
             print("  kubectl run hello --image=public.ecr.aws/docker/library/busybox:1.36 --restart=Never "
                   f"--labels=lambdalet.io/enabled=true --overrides='{json.dumps(quick_run_overrides(self.node))}' "
                   "-- echo hello")
@@ -218,13 +220,37 @@ class Sandbox:
             if phases == wanted:
                 break
             time.sleep(1.0)
-        ok = phases == wanted and self.refused
+        # kubectl logs through the kubelet API; Fly: the logs come from Fly's platform logs
+        logs_ok = phases == wanted and (self.backend != "ecs" or self.kubelet_demo(stack, deadline))
+        ok = phases == wanted and self.refused and logs_ok
         print(f"  {REFUSED['metadata']['name']}: {'refused at creation (ok)' if self.refused else 'NOT refused'}")
         for name, phase in phases.items():
             mark = "ok" if phase == wanted[name] else f"expected {wanted[name]}"
             print(f"  {name}: {phase} ({mark})")
         print("sandbox scenario:", "passed" if ok else "FAILED")
         return 0 if ok else 1
+
+    def kubelet_demo(self, stack: Stack, deadline: float) -> bool:
+        """kubectl logs through the apiserver's path (the simulator dials the node's kubelet
+        endpoint with its client certificate): job-fails' output, and crash-loop's previous run."""
+        from kubernetes.client.exceptions import ApiException
+
+        def log(name: str, **kwargs) -> str | None:
+            try:
+                return stack.core.read_namespaced_pod_log(name, "default", _preload_content=False, **kwargs).data.decode()
+            except ApiException:
+                return None
+
+        wanted = {"job-fails": "giving up\n", "crash-loop --previous": "starting\ncrashing\n"}
+        got: dict[str, str | None] = {}
+        while time.monotonic() < deadline:
+            got = {"job-fails": log("job-fails"), "crash-loop --previous": log("crash-loop", previous=True)}
+            if got == wanted:
+                break
+            time.sleep(1.0)
+        for what, text in got.items():
+            print(f"  kubectl logs {what}: {text!r} ({'ok' if text == wanted[what] else f'expected {wanted[what]!r}'})")
+        return got == wanted
 
 
 def state(stack: Stack, manifest: dict, expect: str) -> str:

@@ -30,6 +30,7 @@ def _refused(err: MachineError) -> bool:
     return isinstance(cause, FlyApiError) and cause.status < 500
 
 
+LOG_PAGES = 20  # platform log pages read for one kubectl logs call
 _LIVE = {"created", "starting", "started", "replacing", "updating"}
 _DESTROYABLE = {"stopped", "failed", "suspended"}
 
@@ -232,12 +233,25 @@ class FlyBackend:
         return machine_from_fly(found[0]) if found else None
 
     def read_logs(self, machine: Machine, container: str, *, since=None, tail=None) -> list[LogLine]:
-        reader = getattr(self.api, "machine_logs", None)  # Fly's platform logs, where the client offers them
-        if reader is None:
+        """Fly's platform logs of the machine (``FlyApi.machine_logs``, paged with its
+        next_token until a page comes back empty), at most ``LOG_PAGES`` pages."""
+        reader = getattr(self.api, "machine_logs", None)
+        if reader is None:  # a client without the platform logs call
             raise LogsUnavailable(f"this lambdalet reads no Fly logs; run: fly logs --app {self.api.app} "
                                   f"--machine {machine.id}")
-        lines = [line for line in self._call("logs", reader, machine.id) if since is None or line.time >= since]
-        return lines[-tail:] if tail else ([] if tail == 0 else lines)
+        lines: list[LogLine] = []
+        token = ""
+        for _ in range(LOG_PAGES):
+            entries, following = self._call("logs", reader, machine.id, token)
+            for entry in entries:
+                stamp = _time(entry.get("timestamp"))
+                if stamp is not None and (since is None or stamp >= since):
+                    lines.append(LogLine(time=stamp, text=str(entry.get("message", ""))))
+            if not entries or not following or following == token:
+                break
+            token = following
+        lines.sort(key=lambda line: line.time)
+        return lines[len(lines) - tail:] if tail else ([] if tail == 0 else lines)
 
     def connect_command(self, machine: Machine, container: str, action: str, command: tuple[str, ...] = (),
                         ports: tuple[int, ...] = ()) -> str:
