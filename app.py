@@ -152,4 +152,5 @@ def _kubelet() -> Response:
         from chalicelib import telemetry
 
         telemetry.count("KubeletCallsRefused", 1, status=str(reply.status))
-    return Response(body=reply.body, status_code=reply.status, headers={"Content-Type": reply.content_type})
+    # API Gateway's proxy integration carries text: the body goes as a str (kubectl prints it as is).
+    return Response(body=reply.text, status_code=reply.status, headers={"Content-Type": reply.content_type})

@@ -291,11 +291,16 @@ def test_fly_answers_name_the_machine():
 
 def test_ecs_exec_turned_on_starts_tasks_with_ecs_exec(monkeypatch):
     monkeypatch.setenv("LAMBDALET_ECS_EXEC", "true")
+    from chalicelib import wiring
+
     with Stack(anonymous=True) as stack:
         stack.reconcile()
+        runs = []  # moto does not echo enableExecuteCommand: look at the RunTask request itself
+        wiring.world().backend_for(NODE).ecs.meta.events.register(
+            "before-parameter-build.ecs.RunTask", lambda params, **_: runs.append(dict(params)))
         run_pod(stack, virtual_pod("web", command=["sh", "-c", "sleep infinity"]))
         [task] = stack.tasks()
-        assert task.get("enableExecuteCommand") is True
+        assert [run.get("enableExecuteCommand") for run in runs] == [True]
         status, body = kubelet_get(stack, "/exec/default/web/main?command=ls&output=1", stack.apiserver_client,
                                    method="POST")
         assert status == 400

@@ -44,7 +44,8 @@ class Reply:
 
     @property
     def text(self) -> str:
-        return self.body.decode() if isinstance(self.body, bytes) else self.body
+        # a limitBytes cut can split a character: kept as U+FFFD rather than failing
+        return self.body.decode(errors="replace") if isinstance(self.body, bytes) else self.body
 
 
 @dataclass(frozen=True)
