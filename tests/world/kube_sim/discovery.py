@@ -123,14 +123,12 @@ def non_resource(parts: list[str], accept: str, query: dict):
     if parts == ["api", "v1"]:
         return _json(_resource_list("v1", CORE))
     if parts == ["apis"]:
-        from .kubelet_proxy import metrics_aggregated, metrics_group  # metrics-server's group (kubelet_proxy.py)
         if aggregated:
             return _json({"kind": "APIGroupDiscoveryList", "apiVersion": "apidiscovery.k8s.io/v2", "metadata": {},
                           "items": [{"metadata": {"name": g}, "versions": [{"version": "v1", "resources": _aggregated(r),
                                                                              "freshness": "Current"}]}
-                                    for g, r in GROUPS.items()] + [metrics_aggregated()]}, AGG_CT)
-        return _json({"kind": "APIGroupList", "apiVersion": "v1",
-                      "groups": [_group(g) for g in GROUPS] + [metrics_group()]})
+                                    for g, r in GROUPS.items()]}, AGG_CT)
+        return _json({"kind": "APIGroupList", "apiVersion": "v1", "groups": [_group(g) for g in GROUPS]})
     if len(parts) == 2 and parts[0] == "apis" and parts[1] in GROUPS:
         return _json({"kind": "APIGroup", "apiVersion": "v1", **_group(parts[1])})
     if len(parts) == 3 and parts[0] == "apis" and parts[1] in GROUPS and parts[2] == "v1":

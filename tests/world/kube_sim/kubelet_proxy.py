@@ -171,14 +171,18 @@ class KubeletProxy:
     def __init__(self, api):
         self.api = api
         self.client = KubeletClient()
-        self.metrics = MetricsServer(KubeletClient())
+        # None: no metrics-server in this cluster (no metrics.k8s.io group, as on the recorded 1.36
+        # cluster); a MetricsServer: its group is served and listed in discovery.
+        self.metrics: MetricsServer | None = None
 
     # ------------------------------------------------------------------ routing
     def route(self, parts: list[str], ctx):
         """A handler for ``parts`` (URL path segments) when they are ours, else None."""
         from .resources import find
 
-        if len(parts) >= 2 and parts[0] == "apis" and parts[1] == METRICS_GROUP:
+        if self.metrics is not None and parts == ["apis"]:
+            return lambda: self._with_metrics_group(parts, ctx)
+        if self.metrics is not None and len(parts) >= 2 and parts[0] == "apis" and parts[1] == METRICS_GROUP:
             return self._metrics_route(parts[2:], ctx)
         if (len(parts) == 7 and parts[:3] == ["api", "v1", "namespaces"] and parts[4] == "pods"
                 and parts[6] in ("log", *STREAM_SUBRESOURCES)):
@@ -271,6 +275,19 @@ class KubeletProxy:
                          f"Internal error occurred: unable to upgrade connection: {body}", {})
 
     # ------------------------------------------------------------------ metrics.k8s.io
+    def _with_metrics_group(self, parts: list[str], ctx):
+        """Discovery of /apis, with metrics-server's APIService group added as the aggregator adds it."""
+        from . import discovery
+
+        resp = discovery.non_resource(parts, ctx.req.headers.get("accept", ""), ctx.req.query)
+        body = dict(resp.body)
+        if "items" in body:
+            body["items"] = [*body["items"], metrics_aggregated()]
+        else:
+            body["groups"] = [*body["groups"], metrics_group()]
+        resp.body = body
+        return resp
+
     def _metrics_route(self, rest: list[str], ctx):
         from .api import Response
 
