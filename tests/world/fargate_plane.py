@@ -889,11 +889,13 @@ class FargatePlane:
                           "Timestamp": minute, "Dimensions": dims}]
             minute += timedelta(minutes=1)
         state.measured_until = minute
-        import boto3  # through the API, as ECS publishes them (moto: in-process or the sandbox's server)
+        from moto.cloudwatch.models import cloudwatch_backends
 
-        cloudwatch = boto3.client("cloudwatch", region_name=self.region)
-        for i in range(0, len(data), 1000):  # PutMetricData takes at most 1000 datums
-            cloudwatch.put_metric_data(Namespace="ECS/ContainerInsights", MetricData=data[i:i + 1000])
+        # Into moto's model, as ECS (not a caller of the API) publishes them; naive UTC, as moto
+        # keeps the times it parses from requests.
+        for datum in data:
+            datum["Timestamp"] = datum["Timestamp"].astimezone(timezone.utc).replace(tzinfo=None)
+        cloudwatch_backends[self.account_id][self.region].put_metric_data("ECS/ContainerInsights", data)
 
     # -- views -------------------------------------------------------------
 
