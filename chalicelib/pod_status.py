@@ -1,6 +1,6 @@
 """Machine → PodStatus: pure functions that write a status as a kubelet would.
 
-Full statuses only: phase, the four conditions with transition times,
+Full statuses only: phase, the five kubelet conditions with transition times,
 per-container states (waiting / running / terminated with reasons and exit
 codes), restartCount, lastState, podIP(s), hostIP(s), startTime. Missing
 conditions leave pods stuck in real clusters, so we never write a partial one.
@@ -13,7 +13,7 @@ from datetime import datetime
 from chalicelib.machines.contract import ContainerRun, Machine, MachinePhase
 from chalicelib.timefmt import parse_iso, rfc3339
 
-CONDITION_TYPES = ("PodScheduled", "Initialized", "ContainersReady", "Ready")
+CONDITION_TYPES = ("PodScheduled", "PodReadyToStartContainers", "Initialized", "ContainersReady", "Ready")
 # Ours: shown while creates fail for a passing reason. lastTransitionTime = the
 # first failure, lastProbeTime = the latest: the back-off is derived from them.
 CREATE_BACKOFF = "lambdalet.io/MachineCreateBackOff"
@@ -24,11 +24,19 @@ PROVIDER_FAILED = "ProviderFailed"
 MACHINE_LOST = "MachineLost"
 
 
-def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datetime) -> list[dict]:
-    """The four conditions, keeping lastTransitionTime where the status did not change."""
+def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datetime,
+                sandbox: bool = False) -> list[dict]:
+    """The kubelet's conditions, keeping lastTransitionTime where the status did not change.
+
+    PodReadyToStartContainers (KEP-3085, on by default since 1.29, GA in 1.34): a v1.36
+    kubelet writes True once the pod's sandbox exists with its network configured
+    (status.GeneratePodReadyToStartContainersCondition: no new sandbox needed), False
+    before that and once it is torn down (terminal pods), without a reason. Our sandbox
+    is the machine: ``sandbox`` is True while it exists with its network up."""
     existing = {c.get("type"): c for c in (pod.get("status") or {}).get("conditions") or []}
     wanted = {
         "PodScheduled": ("True", None),
+        "PodReadyToStartContainers": ("True" if sandbox else "False", None),
         "Initialized": ("True", None),
         "ContainersReady": ("True", None) if ready else ("False", not_ready_reason),
         "Ready": ("True", None) if ready else ("False", not_ready_reason),
@@ -166,7 +174,9 @@ def running_status(
     was_running = (pod.get("status") or {}).get("phase") == "Running"
     phase = "Running" if (machine and machine.phase != MachinePhase.PENDING) or was_running or restart_count else "Pending"
     status = _base(pod, phase, now, machine)
-    status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now)
+    sandbox = machine is not None and (machine.phase in (MachinePhase.RUNNING, MachinePhase.STOPPING)
+                                       or machine.phase == MachinePhase.PENDING and bool(machine.ip))
+    status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now, sandbox)
     status["containerStatuses"] = statuses
     return status
 

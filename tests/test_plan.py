@@ -30,7 +30,8 @@ def test_running_machine_makes_a_full_running_status():
     pd = pod()
     status = only(p.plan(NODE, [pd], [machine(pd)], T0), p.PatchStatus).status
     assert status["phase"] == "Running"
-    assert [c["type"] for c in status["conditions"]] == ["PodScheduled", "Initialized", "ContainersReady", "Ready"]
+    assert [c["type"] for c in status["conditions"]] == ["PodScheduled", "PodReadyToStartContainers", "Initialized",
+                                                          "ContainersReady", "Ready"]
     assert all(c["status"] == "True" for c in status["conditions"])
     # the binding's PodScheduled condition is kept as the apiserver wrote it
     assert status["conditions"][0]["lastTransitionTime"] == "2026-11-27T11:59:01Z"
@@ -343,3 +344,18 @@ def test_failed_creates_back_off_longer_the_longer_they_fail():
     assert not p.plan(NODE, [later], [], T0 + timedelta(minutes=3, seconds=59)).of(p.Create)
     assert p.plan(NODE, [later], [], T0 + timedelta(minutes=4)).of(p.Create)
     assert p.create_delay(T0, T0 + timedelta(hours=1)) == p.BACKOFF_CAP
+
+
+def test_pod_ready_to_start_containers_follows_the_machine_sandbox():
+    """KEP-3085: True once the sandbox (our machine) exists with its network, False before and after."""
+    pd = pod()
+
+    def ready_to_start(machines):
+        status = only(p.plan(NODE, [pd], machines, T0), p.PatchStatus).status
+        return {c["type"]: c for c in status["conditions"]}["PodReadyToStartContainers"]
+
+    pending = ready_to_start([machine(pd, MachinePhase.PENDING)])
+    assert pending["status"] == "False" and "reason" not in pending
+    assert ready_to_start([machine(pd)])["status"] == "True"
+    exited = ready_to_start([machine(pd, MachinePhase.STOPPED, codes=[0], cause=StopCause.EXITED)])
+    assert exited["status"] == "False"
