@@ -27,6 +27,7 @@ import signal
 import sys
 import threading
 import time
+import urllib.request
 from datetime import datetime, timezone
 
 import yaml
@@ -35,7 +36,7 @@ from tests.world.kube_sim.admission import http_sink
 from tests.world.kube_sim.discovery import served
 from tests.world.stack import OPT_IN, REPO, WEBHOOK_URL_PLACEHOLDER, Stack
 
-RUN_DIR = REPO / "sandbox-run"
+RUN_DIR = REPO / "sandbox-run"  # the kubeconfig the README's quick start uses
 EXPECT = "lambdalet.io/sandbox-expect"
 RECONCILE_EVERY = 10.0  # seconds; Lambda's schedule is 1 min, the sandbox is impatient
 FLY_RECONCILE_EVERY = 3.0
@@ -49,10 +50,10 @@ REFUSED = {"apiVersion": "v1", "kind": "Pod",
                     "containers": [{"name": "c", "image": "public.ecr.aws/docker/library/busybox:1.36"}]}}
 
 
-def quick_run_overrides(node: str) -> dict:
+def quick_run_overrides() -> dict:
     """What `kubectl run` needs to land a pod on the virtual node besides the opt-in label: the
     node selector and the provider toleration (--overrides is merged into the pod kubectl builds)."""
-    return {"spec": {"nodeSelector": {"kubernetes.io/hostname": node},
+    return {"spec": {"nodeSelector": {"type": "virtual-kubelet"},
                      "tolerations": [{"key": "virtual-kubelet.io/provider", "operator": "Exists",
                                       "effect": "NoSchedule"}]}}
 
@@ -77,8 +78,10 @@ def start_moto() -> tuple[object, str]:
 def start_http(app) -> tuple[object, str]:
     """The app's API routes on loopback through `chalice local`'s own server."""
     from chalice.cli.factory import CLIFactory
-    from chalice.local import create_local_server
+    from chalice.local import CustomLocalChalice, create_local_server
 
+    if type(app) is CustomLocalChalice:  # served before in this process: chalice re-bases the app's class
+        app.__class__ = CustomLocalChalice.__bases__[-1]
     config = CLIFactory(str(REPO)).create_config_obj(chalice_stage_name="local")
     server = create_local_server(app, config, "127.0.0.1", 0)
     # The underlying HTTP server directly: LocalDevServer.serve_forever would print
@@ -109,7 +112,8 @@ def create(stack: Stack, manifest: dict, namespace: str = "default") -> dict:
 
 
 class Sandbox:
-    def __init__(self, backend: str = "ecs"):
+    def __init__(self, backend: str = "ecs", run_dir=RUN_DIR):
+        self.run_dir = run_dir
         self.backend = backend  # "fly": machines on the local Fly fake instead of the Fargate plane
         self.node = f"lambdalet-{backend}"  # the virtual node's name says where its pods run
         self.stop_event = threading.Event()
@@ -131,8 +135,8 @@ class Sandbox:
                 url.replace(WEBHOOK_URL_PLACEHOLDER, self.api_url), body, timeout))
             stack.core.patch_namespace("default", {"metadata": {"labels": OPT_IN}})  # the binding fast path
             stack.sim.start_scheduler(interval=0.5)
-            RUN_DIR.mkdir(exist_ok=True)
-            self.kubeconfig = stack.sim.write_kubeconfig(str(RUN_DIR / "kubeconfig"))
+            self.run_dir.mkdir(exist_ok=True)
+            self.kubeconfig = stack.sim.write_kubeconfig(str(self.run_dir / "kubeconfig"))
             self.invoke(stack.reconcile)  # registers the virtual node
             for manifest in examples():
                 create(stack, manifest)
@@ -145,6 +149,8 @@ class Sandbox:
             self.stop_event.set()
             with self.lock:
                 stack.stop()
+            # moto keeps its state per process, not per server: leave none for the next sandbox or test
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
             moto.stop()
 
     def run(self, oneshot: bool) -> int:
@@ -164,7 +170,7 @@ class Sandbox:
             print("  kubectl logs job-fails; kubectl logs crash-loop --previous; kubectl exec web -- ls; "
                   f"kubectl top pod   (the kubelet API, behind its mTLS front at https://localhost:{stack.front.port})")
             print("  kubectl run hello --image=public.ecr.aws/docker/library/busybox:1.36 --restart=Never "
-                  f"--labels=lambdalet.io/enabled=true --overrides='{json.dumps(quick_run_overrides(self.node))}' "
+                  f"--labels=lambdalet.io/enabled=true --overrides='{json.dumps(quick_run_overrides(), separators=(',', ':'))}' "
                   "-- echo hello")
             sys.stdout.flush()
             return self.forever()
