@@ -56,7 +56,8 @@ def test_bound_pod_becomes_a_running_task_through_the_audit_path_alone(stack):
     assert pod["spec"]["nodeName"] == NODE
     assert pod["status"]["phase"] == "Running"
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-    assert conditions == {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "True", "Ready": "True"}
+    assert conditions == {"PodScheduled": "True", "PodReadyToStartContainers": "True", "Initialized": "True",
+                          "ContainersReady": "True", "Ready": "True"}
     status = container(pod)
     assert "running" in status["state"] and status["ready"] and status["restartCount"] == 0
     assert status["containerID"] and pod["status"]["podIP"] and pod["status"]["hostIP"] and pod["status"]["startTime"]

@@ -65,7 +65,8 @@ def test_bound_pod_becomes_a_running_machine(stack):
     pod = stack.pod("web")
     assert pod["status"]["phase"] == "Running"
     conditions = {c["type"]: c["status"] for c in pod["status"]["conditions"]}
-    assert conditions == {"PodScheduled": "True", "Initialized": "True", "ContainersReady": "True", "Ready": "True"}
+    assert conditions == {"PodScheduled": "True", "PodReadyToStartContainers": "True", "Initialized": "True",
+                          "ContainersReady": "True", "Ready": "True"}
     status = container(pod)
     assert "running" in status["state"] and status["ready"] and status["restartCount"] == 0
     assert status["containerID"].startswith("fly://") and status["imageID"]

@@ -76,12 +76,11 @@ def start_moto() -> tuple[object, str]:
 
 
 def start_http(app) -> tuple[object, str]:
-    """The app's API routes on loopback through `chalice local`'s own server."""
+    """The app's API routes on loopback through `chalice local`'s own server. It changes the app
+    object's class (to chalice's LocalChalice): stop_http puts it back."""
     from chalice.cli.factory import CLIFactory
     from chalice.local import CustomLocalChalice, create_local_server
 
-    if type(app) is CustomLocalChalice:  # served before in this process: chalice re-bases the app's class
-        app.__class__ = CustomLocalChalice.__bases__[-1]
     config = CLIFactory(str(REPO)).create_config_obj(chalice_stage_name="local")
     server = create_local_server(app, config, "127.0.0.1", 0)
     # The underlying HTTP server directly: LocalDevServer.serve_forever would print
@@ -89,6 +88,22 @@ def start_http(app) -> tuple[object, str]:
     threading.Thread(target=server.server.serve_forever, daemon=True, name="chalice-local").start()
     host, port = server.server.server_address[:2]
     return server, f"http://{host}:{port}"
+
+
+def forget_aws_clients() -> None:
+    """powertools keeps its Secrets Manager client (bound to the AWS endpoint of the moment) and
+    cached values per process: a sandbox must neither inherit nor leave them."""
+    from aws_lambda_powertools.utilities.parameters.base import DEFAULT_PROVIDERS
+
+    DEFAULT_PROVIDERS.clear()
+
+
+def stop_http(server, app) -> None:
+    from chalice.local import CustomLocalChalice
+
+    server.shutdown()
+    if type(app) is CustomLocalChalice:
+        app.__class__ = CustomLocalChalice.__bases__[-1]
 
 
 def examples() -> list[dict]:
@@ -126,9 +141,12 @@ class Sandbox:
         stack = Stack(moto_endpoint=endpoint, clock=utcnow, connect_audit=False, anonymous=True,
                       audit={"batch_max_size": 400, "batch_max_wait": 1.0}, admission=False,
                       backend=self.backend, nodes=(self.node,))
+        servers: list = []
+        forget_aws_clients()
         try:
             stack.start()
             http, self.api_url = start_http(stack.app)
+            servers.append(http)
             stack.connect_audit(f"{self.api_url}/audit")  # the real path: HTTP from the apiserver
             # The admission webhooks too, their placeholder URL pointing at chalice local.
             stack.connect_admission(lambda url, body, timeout: http_sink(
@@ -148,10 +166,13 @@ class Sandbox:
         finally:
             self.stop_event.set()
             with self.lock:
+                for http in servers:
+                    stop_http(http, stack.app)
                 stack.stop()
             # moto keeps its state per process, not per server: leave none for the next sandbox or test
             urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
             moto.stop()
+            forget_aws_clients()
 
     def run(self, oneshot: bool) -> int:
         with self.up() as stack:
