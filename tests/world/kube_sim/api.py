@@ -22,6 +22,7 @@ from . import discovery, protobuf, schema, table
 from . import errors as E
 from .admission import AdmissionChain
 from .audit import AuditRecorder
+from .faults import Faults
 from .kubelet_proxy import KubeletProxy
 from .patch import PATCH_TYPES, SchemaWalker, apply_patch
 from .resources import RESOURCES, ResourceType, find
@@ -119,6 +120,7 @@ class Api:
         self.kubelet = KubeletProxy(self)  # pods/log, exec, ... to the node's kubelet; metrics.k8s.io (kubelet_proxy.py)
         # (username, verb, resource[/subresource]) -> count: what clients cost the apiserver
         self.calls: Counter = Counter()
+        self.faults = Faults()  # faults.py: the next matching calls fail (429, 5xx, 409, 410, 504)
         self.stopping = threading.Event()
         # Patch metadata: the served core/v1 document first, every other group from the 1.36 definitions.
         self.walker = SchemaWalker({**schema.definitions(), **schema.core_schemas()})
@@ -144,6 +146,9 @@ class Api:
             return Response(e.code, e.body())
         resource = ctx.rt.plural + ("/" + ctx.subresource if ctx.subresource else "")
         self.calls[(user.get("username"), ctx.verb, resource)] += 1
+        fault = self.faults.take(ctx.verb, resource, user.get("username"), bool(req.query.get("continue")))
+        if fault is not None:
+            return Response(fault.code, fault.body(), headers=fault.headers)
         level = self.audit.level(ctx)
         self.audit.received(ctx, level)
         try:
