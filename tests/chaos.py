@@ -270,8 +270,18 @@ def measure(stack: Stack, storm_: Storm) -> dict[str, int]:
 
 def run(lifecycles: int = 1000, drop: float = 0.2, duplicate: float = 0.2, failing: float = 0.1,
         seed: int = 1, per_round: int | None = None, out=sys.stdout) -> dict:
+    from chalicelib.kube import client
+
     rng = random.Random(seed)
     started = time.monotonic()
+    page_size, client.PAGE_SIZE = client.PAGE_SIZE, 10  # small pages: continued lists, so 410s can strike
+    try:
+        return _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started)
+    finally:
+        client.PAGE_SIZE = page_size
+
+
+def _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started) -> dict:
     audit = {"drop": drop, "duplicate": duplicate, "reorder": True, "seed": seed, "batch_max_wait": 1.0}
     with Stack(clock=Clock(T0), audit=audit, admission=True) as stack:
         storm_ = Storm(stack, rng, drop=drop, duplicate=duplicate, failing=failing)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
 
 from kubernetes.client import ApiClient, Configuration, CoordinationV1Api, CoreV1Api
@@ -60,17 +60,28 @@ class KubeClient:
         self.coordination = CoordinationV1Api(client)
 
     # pods ---------------------------------------------------------------
-    def list_node_pods(self, node: str) -> Iterator[dict]:
-        """Every pod bound to ``node``, all namespaces, one call per page."""
-        token = None
-        while True:
-            kwargs = {"_continue": token} if token else {}
-            page = self._send(self.core.list_pod_for_all_namespaces,
-                              field_selector=f"spec.nodeName={node}", limit=PAGE_SIZE, **kwargs)
-            yield from page.get("items") or []
-            token = (page.get("metadata") or {}).get("continue")
-            if not token:
-                return
+    def list_node_pods(self, node: str) -> list[dict]:
+        """Every pod bound to ``node``, all namespaces, one call per page.
+
+        A continue token that expired (410 Expired: the apiserver compacted
+        the list's resourceVersion) restarts the list once from the first page,
+        as client-go's pager does (tools/pager ListPager, FullListIfExpired):
+        pages from two resourceVersions are never mixed."""
+        for attempt in range(2):
+            pods, token = [], None
+            try:
+                while True:
+                    kwargs = {"_continue": token} if token else {}
+                    page = self._send(self.core.list_pod_for_all_namespaces,
+                                      field_selector=f"spec.nodeName={node}", limit=PAGE_SIZE, **kwargs)
+                    pods.extend(page.get("items") or [])
+                    token = (page.get("metadata") or {}).get("continue")
+                    if not token:
+                        return pods
+            except KubeError as err:
+                if attempt or token is None or getattr(err.__cause__, "status", None) != 410:
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def get_pod(self, namespace: str, name: str) -> dict | None:
         return self._send(self.core.read_namespaced_pod, name, namespace, absent=(404,))
