@@ -139,7 +139,10 @@ def all_events(stack: Stack) -> list[dict]:
 
 
 def _tags(task: dict) -> dict:
-    return {t["key"]: t["value"] for t in task.get("tags", [])}
+    """The task's identity: its tags, or (StopTask deletes them) its group."""
+    from chalicelib.machines.ecs.identity import identity_from_task
+
+    return {**(identity_from_task(task) or {}), **{t["key"]: t["value"] for t in task.get("tags", [])}}
 
 
 def lifecycle_pod(rng: random.Random, index: int) -> tuple[dict, str]:

@@ -17,7 +17,10 @@ SLEEP_FOREVER = ["sh", "-c", "sleep 100000"]
 
 
 def tags(task: dict) -> dict:
-    return {t["key"]: t["value"] for t in task.get("tags", [])}
+    """The task's identity: its tags, or (StopTask deletes them) its group."""
+    from chalicelib.machines.ecs.identity import identity_from_task
+
+    return {**(identity_from_task(task) or {}), **{t["key"]: t["value"] for t in task.get("tags", [])}}
 
 
 def force_delete(stack: Stack, name: str) -> None:
