@@ -270,6 +270,7 @@ class FlyFake:
         self.faults: list[Fault] = []
         self.latency = 0.0
         self.rate_limit = False
+        self.monotonic = time.monotonic  # the limiter's clock; tests may freeze it
         self._buckets: dict[tuple, tuple[float, float]] = {}
         self.fresh_images: dict[str, int] = {}  # image -> creates still answered MANIFEST_UNKNOWN
         self.launch_failures: set[str] = set()
@@ -607,7 +608,7 @@ class FlyFake:
         rate, burst = RATE_LIMITS.get(action, DEFAULT_RATE_LIMIT)
         key = (action, identifier)
         with self._lock:
-            now = time.monotonic()
+            now = self.monotonic()
             tokens, at = self._buckets.get(key, (burst, now))
             tokens = min(burst, tokens + (now - at) * rate)
             if tokens < 1:
