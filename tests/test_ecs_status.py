@@ -383,3 +383,15 @@ def test_a_stop_made_outside_lambdalet_is_said_on_each_container():
         {**STOPPED_MULTI, "stopCode": "UserInitiated", "stoppedReason": "lambdalet: pod default/x deleted"}))
     assert not ours.stopped_by_others()
     assert all(c.message is None for c in ours.containers if c.reason != "OOMKilled")
+
+
+def test_a_user_stop_that_exits_zero_still_says_who_stopped_it():
+    """issue 8 ECS 8: "A container stopped by the user may exit 0 (nginx did)".
+    The exit code stays what the process said (kubelet reports a container
+    stopped from outside the same way), but the pod is told why it ended."""
+    t = {**STOPPED_MULTI, "stopCode": "UserInitiated", "stoppedReason": "Task stopped by user",
+         "containers": [container("app", "nginx", "STOPPED", exit_code=0)]}
+    m = machine_from_task(describe_tasks_response(t))
+    (app,) = m.containers
+    assert (m.stop_cause, app.exit_code, app.reason) == (StopCause.REQUESTED, 0, "Completed")
+    assert app.message == "Machine stopped outside lambdalet (UserInitiated: Task stopped by user)"
