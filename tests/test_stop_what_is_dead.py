@@ -10,7 +10,6 @@ import json
 
 import pytest
 
-from chalicelib.machines.ecs import identity_from_task
 from tests.samples import sample
 from tests.world.stack import NODE, OPT_IN, WEBHOOK_HEADERS, Stack, virtual_pod
 
@@ -36,8 +35,7 @@ def opt_in(stack: Stack) -> None:
 
 
 def stop_wanted(stack: Stack, uid: str) -> bool:
-    # StopTask deletes a task's tags (as ECS does): the identity is read from its group/startedBy.
-    [task] = [t for t in stack.tasks() if (identity_from_task(t) or tags(t)).get("lambdalet.io/pod-uid") == uid]
+    [task] = [t for t in stack.tasks() if tags(t)["lambdalet.io/pod-uid"] == uid]
     return task["desiredStatus"] == "STOPPED"
 
 
