@@ -8,8 +8,8 @@ ns; apply a pod; wait; get pods -o wide; describe pod; get events; label,
 annotate; run; create deployment, scale, get rs; apply a Deployment; rollout
 status; create job; apply a Job; wait for it; create configmap/secret; get
 lease; get all; api-resources; explain; an invalid pod (422); delete --wait.
-Left out, because the sandbox does not serve them: cluster-info (Services),
-logs/exec (no kubelet endpoint), top (no metrics); the README says so.
+Left out: cluster-info (the sandbox serves no Services; the README says so);
+logs, exec and top have their own tests (the kubelet API).
 """
 from __future__ import annotations
 
