@@ -84,7 +84,7 @@ def reconcile(event):
     """The source of truth: converge every virtual node, keep its heartbeat."""
     from chalicelib.usecases import reconcile as usecase
 
-    return usecase.reconcile(wiring.world())
+    return usecase.reconcile(wiring.world(), budget=_remaining(event.context))
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
@@ -92,9 +92,12 @@ def heartbeat(event):
     """Keep every virtual node Ready: renew its Lease every ~10 s for most of the minute."""
     from chalicelib.usecases import heartbeat as usecase
 
-    context = event.context
-    budget = context.get_remaining_time_in_millis() / 1000 if context is not None else None
-    return usecase.heartbeat(wiring.world(), budget=budget)
+    return usecase.heartbeat(wiring.world(), budget=_remaining(event.context))
+
+
+def _remaining(context) -> float | None:
+    """Seconds this invocation may still run (None outside Lambda)."""
+    return context.get_remaining_time_in_millis() / 1000 if context is not None else None
 
 
 # Filtering by cluster happens in the handler: the rule is fixed at deploy time.

@@ -1,10 +1,20 @@
-"""Carry out a Plan: the only place where planned actions meet the two APIs."""
+"""Carry out a Plan: the only place where planned actions meet the two APIs.
+
+Actions run on a bounded pool of threads (the calls are I/O: 1,000 creates one
+after another would take longer than an invocation may run). The actions of
+one pod (or one orphan machine) stay together and in their order, on one
+thread. A deadline (from the Lambda context) stops *starting* pods' work
+before the invocation ends: a pod's actions all run or none do, so nothing is
+left half-done, and the next pass (level-triggered) finishes the rest.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 
 from chalicelib import plan as p
@@ -15,15 +25,48 @@ from chalicelib.machines.contract import MachineBackend, PermanentMachineError, 
 
 log = logging.getLogger("lambdalet.converge")
 
+# Threads per Converger: the calls wait on the network, not the CPU. botocore
+# and the Kubernetes client keep 10 and 16 pooled connections (kube/client.py).
+WORKERS = 10
+
+
+def _group_key(action: p.Action) -> str:
+    pod = getattr(action, "pod", None)
+    if pod is not None:
+        return pod["metadata"]["uid"]
+    return "machine:" + action.machine.id  # an orphan's Stop
+
 
 class Converger:
-    def __init__(self, node: str, kube: KubeClient, backend: MachineBackend, clock: Callable[[], datetime]):
+    def __init__(self, node: str, kube: KubeClient, backend: MachineBackend, clock: Callable[[], datetime],
+                 workers: int = WORKERS):
         self.node, self.kube, self.backend, self.clock = node, kube, backend, clock
+        self.workers = workers
 
-    def apply(self, plan: p.Plan) -> Counter:
-        """Run every action; one failing pod never stops the others."""
-        done: Counter = Counter()
+    def apply(self, plan: p.Plan, deadline: float | None = None) -> Counter:
+        """Run every action; one failing pod never stops the others.
+
+        ``deadline``: a ``time.monotonic()`` value after which no pod's actions
+        are started any more (counted as ``deferred``: the next pass does them).
+        """
+        groups: dict[str, list[p.Action]] = {}
         for action in plan.actions:
+            groups.setdefault(_group_key(action), []).append(action)
+        done: Counter = Counter()
+        if len(groups) <= 1 or self.workers <= 1:
+            for actions in groups.values():
+                done.update(self._run_group(actions, deadline))
+            return done
+        with ThreadPoolExecutor(max_workers=min(self.workers, len(groups)), thread_name_prefix="converge") as pool:
+            for result in pool.map(lambda actions: self._run_group(actions, deadline), groups.values()):
+                done.update(result)
+        return done
+
+    def _run_group(self, actions: list[p.Action], deadline: float | None) -> Counter:
+        if deadline is not None and time.monotonic() >= deadline:
+            return Counter(deferred=1)
+        done: Counter = Counter()
+        for action in actions:
             try:
                 getattr(self, "_" + type(action).__name__.lower())(action)
                 done[type(action).__name__] += 1

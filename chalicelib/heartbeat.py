@@ -98,6 +98,8 @@ class NodeBeat:
     desired: dict  # the Node object lambdalet registers
     uid: str | None = None
     lease: dict | None = None  # the Lease as our last write returned it
+    # Leave a lease alone that was renewed less than this many seconds ago (None: always renew).
+    fresh_for: float | None = None
     stats: dict = field(default_factory=lambda: {"renewed": 0, "failed": 0, "conflicts": 0, "status_posts": 0})
 
     @property
@@ -116,6 +118,14 @@ class NodeBeat:
 
     def renew(self, now: datetime) -> bool:
         """Renew the Lease: one PUT; on a conflict or a missing lease re-read and retry once."""
+        if self.fresh_for is not None:
+            # The reconcile's beat: the heartbeat function owns the lease; renewing a
+            # fresh one would only make that function's next PUT a 409.
+            self.lease = self.kube.get_lease(vnode.LEASE_NAMESPACE, self.name)
+            renewed = parse_iso(((self.lease or {}).get("spec") or {}).get("renewTime"))
+            if renewed is not None and (now - renewed).total_seconds() < self.fresh_for:
+                self.stats["fresh"] = self.stats.get("fresh", 0) + 1
+                return True
         for attempt in range(2):
             if self.lease is None:
                 self.lease = self.kube.get_lease(vnode.LEASE_NAMESPACE, self.name)
@@ -203,6 +213,11 @@ def keep_alive(
     return {name: dict(one.stats) for name, one in beats.items()}
 
 
+# The reconcile renews a lease only when the heartbeat function has not for this
+# long (two of its intervals): a safety net that never races that function.
+SAFETY_NET_AFTER = 2 * INTERVAL
+
+
 def beat_once(kube: KubeClient, node_obj: dict, now: datetime) -> bool:
-    """A single beat (register, status when due, lease): what the reconcile does for each node."""
-    return NodeBeat(kube, node_obj).beat(now, sync_node=True)
+    """A single beat (register, status when due, lease if stale): what the reconcile does for each node."""
+    return NodeBeat(kube, node_obj, fresh_for=SAFETY_NET_AFTER).beat(now, sync_node=True)

@@ -173,3 +173,30 @@ def test_a_failing_apiserver_is_logged_and_the_loop_goes_on(stack, caplog):
     report = stack.heartbeat()
     assert report[NODE]["failed"] == 6 and report[NODE]["renewed"] == 0
     assert "heartbeat of node lambdalet-ecs failed" in caplog.text
+
+
+def test_reconcile_beside_the_heartbeat_makes_no_lease_conflict(stack):
+    """Steady state: the heartbeat function owns the lease; the reconcile's beat
+    finds it fresh and leaves it alone, so no PUT of either meets a 409 and the
+    node gets 6 lease writes a minute, not 7."""
+    stack.heartbeat()  # node and lease exist
+    stack.advance(10)
+    before = sa_calls(stack).get(("update", "leases"), 0)
+
+    def sleep(seconds):  # a reconcile runs while the heartbeat waits between beats
+        stack.reconcile()
+        stack.advance(seconds)
+
+    report = stack.heartbeat(sleep=sleep)
+    assert report[NODE]["conflicts"] == 0 and report[NODE]["renewed"] == 6
+    assert sa_calls(stack)[("update", "leases")] - before == 6
+
+
+def test_reconcile_renews_a_lease_the_heartbeat_left_stale(stack):
+    stack.heartbeat()
+    stack.advance(25)  # the heartbeat function missed two of its beats
+    stack.reconcile()
+    assert lease_of(stack)["spec"]["renewTime"] == "2026-03-01T12:01:15.000000Z"
+    stack.advance(5)
+    stack.reconcile()  # fresh now: left alone
+    assert lease_of(stack)["spec"]["renewTime"] == "2026-03-01T12:01:15.000000Z"

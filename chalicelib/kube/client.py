@@ -24,6 +24,7 @@ PAGE_SIZE = 500
 # (connect, read) seconds: a hung apiserver must not eat a webhook's or a
 # heartbeat's whole budget; the next invocation retries.
 TIMEOUT = (3, 10)
+POOL_SIZE = 16  # pooled connections (the default is 5 per CPU)
 
 
 class KubeError(RuntimeError):
@@ -35,6 +36,7 @@ def api_client(url: str, token: str | Callable[[], str], ca_bundle: str = "") ->
     before every request (cache it), so a rotated service-account token is
     picked up by warm Lambda containers."""
     config = Configuration(host=url)
+    config.connection_pool_maxsize = POOL_SIZE  # the converger's threads share one client
     config.api_key_prefix = {"BearerToken": "Bearer"}  # the key the generated client's auth settings read
     # auth_settings() only sends a key that is present: the hook replaces it before each use.
     config.api_key = {"BearerToken": "" if callable(token) else token}

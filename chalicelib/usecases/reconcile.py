@@ -7,19 +7,24 @@ import logging
 from chalicelib import heartbeat as beats
 from chalicelib.machines.contract import Machine, MachineBackend, MachinePhase
 from chalicelib.plan import ORPHAN_GRACE, plan
-from chalicelib.usecases.world import World, log_plan_errors
+from chalicelib.usecases.world import World, deadline, log_plan_errors
 
 log = logging.getLogger("lambdalet.usecases")
 
 
-def reconcile(world: World) -> dict[str, dict]:
+def reconcile(world: World, budget: float | None = None) -> dict[str, dict]:
     """Level-triggered convergence of every node: O(pages) reads + O(changes) writes.
+
+    ``budget``: seconds this invocation may still run (Lambda's remaining
+    time); pods whose work would start too late are left to the next run
+    (reported as ``deferred``).
 
     Machines are listed once per backend for all its nodes. Nodes are
     independent: one whose calls fail is reported and the others still
     converge; the next run (a minute later) retries it.
     """
     report = {}
+    until = deadline(budget)
     for backend in world.distinct_backends():
         names = [name for name in world.nodes if world.backend_for(name) is backend]
         if not names:
@@ -39,7 +44,7 @@ def reconcile(world: World) -> dict[str, dict]:
             continue
         for name in names:
             try:
-                report[name] = _reconcile_node(world, name, backend, listed[name])
+                report[name] = _reconcile_node(world, name, backend, listed[name], until)
             except Exception as err:  # noqa: BLE001 - one node's trouble must not starve the others
                 log.exception("reconcile of %s failed", name)
                 report[name] = {"error": f"{type(err).__name__}: {err}"}
@@ -47,12 +52,12 @@ def reconcile(world: World) -> dict[str, dict]:
     return report
 
 
-def _reconcile_node(world: World, name: str, backend: MachineBackend, machines: list) -> dict:
+def _reconcile_node(world: World, name: str, backend: MachineBackend, machines: list, until: float | None) -> dict:
     pods = list(world.kube.list_node_pods(name))
     gone = _gone_pods(world, name, pods, machines)
     result = plan(name, pods, machines, world.clock(), reap_stopped=backend.keeps_stopped, gone=gone)
     log_plan_errors(result)
-    done = world.converger(name).apply(result)
+    done = world.converger(name).apply(result, deadline=until)
     return {"pods": len(pods), "machines": len(machines), **done, **({"skipped": len(result.errors)} if result.errors else {})}
 
 

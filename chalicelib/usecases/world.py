@@ -54,6 +54,20 @@ class World:
         return Converger(node, self.kube, self.backend_for(node), self.clock)
 
 
+# Seconds kept free at the end of an invocation: the pods' work already started
+# finishes (a create with its SDK retries, a status patch, an event) and the
+# answer goes out. No pod's work starts later than this before the end.
+RESERVE = 10.0
+
+
+def deadline(budget: float | None, reserve: float = RESERVE) -> float | None:
+    """The ``time.monotonic()`` after which no new work starts, for an
+    invocation that may still run ``budget`` seconds (None: no limit)."""
+    if budget is None:
+        return None
+    return time.monotonic() + max(budget - reserve, budget / 2)
+
+
 def caller_allowed(world: World, authorization: str | None) -> bool:
     """Is this webhook call from our kube-apiserver (the bearer token of its webhook kubeconfigs)?"""
     return world.webhook_tokens is None or world.webhook_tokens.accepts(authorization)

@@ -309,9 +309,17 @@ class Stack:
         return response.status_code, response.body
 
     def reconcile(self):
+        from functools import partial
+        from unittest import mock
+
+        from chalice.local import LambdaContext
+
         event = self.client.events.generate_cw_event(
             source="aws.events", detail_type="Scheduled Event", detail={}, resources=[], region=REGION)
-        payload = self.client.lambda_.invoke("reconcile", event).payload
+        # chalice.test gives every invocation 3 s; Lambda gives the configured timeout.
+        context = partial(LambdaContext, max_runtime_ms=lambda_timeout("reconcile") * 1000)
+        with mock.patch("chalice.test.LambdaContext", context):
+            payload = self.client.lambda_.invoke("reconcile", event).payload
         self._record("reconcile", payload)
         return payload
 
