@@ -97,7 +97,10 @@ class Converger:
             self._patch(pod, status)
             self._event(pod, "Warning", "ProviderCreateFailed", str(err))
             return
-        self._patch(pod, action.status)
+        # What the machine the cloud returned shows (not what the plan guessed before
+        # the call): a later pass that lists the same machine then has nothing to write.
+        status = ps.running_status(pod, machine, now, restart_count=action.spec.attempt, previous=action.previous)
+        self._patch(pod, status)
         self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
 
     def _stop(self, action: p.Stop) -> None:

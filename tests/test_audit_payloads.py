@@ -54,6 +54,18 @@ def test_a_body_that_is_no_eventlist_is_refused(body):
         parse_batch(body)
 
 
-def test_final_delete_sample_is_a_delete_of_our_pod():
+def test_a_kubelet_style_final_delete_costs_nothing():
+    """Grace 0 with a UID precondition is what lambdalet sends once the machines
+    have stopped: its audit echo wakes nothing (the reconciler still sweeps)."""
     found, _ = touches(sample("audit-eventlist-delete-grace0.json"))
+    assert found == []
+
+
+def test_a_forced_delete_without_precondition_is_still_a_delete():
+    batch = sample("audit-eventlist-delete-grace0.json")
+    for event in batch["items"]:
+        if event["verb"] == "delete" and event.get("requestObject"):
+            event["requestObject"] = {"kind": "DeleteOptions", "gracePeriodSeconds": 0,
+                                      "propagationPolicy": "Background"}  # kubectl delete --force
+    found, _ = touches(batch)
     assert [t.why for t in found] == ["delete"]

@@ -85,7 +85,18 @@ def pod_touch(event: AuditEvent) -> PodTouch | None:
         uid = ref.uid or ((event.requestObject or {}).get("metadata") or {}).get("uid")
         return PodTouch(namespace=ref.namespace, name=ref.name, uid=uid, node=target.get("name"), why="binding")
     if event.verb == "delete" and ref.subresource is None:
+        if is_final_delete(event.requestObject):
+            return None  # a kubelet's last word on a pod whose machines have stopped (our own echo)
         uid = ((event.responseObject or {}).get("metadata") or {}).get("uid") or ref.uid
         node = ((event.responseObject or {}).get("spec") or {}).get("nodeName")
         return PodTouch(namespace=ref.namespace, name=ref.name, uid=uid, node=node, why="delete")
     return None
+
+
+def is_final_delete(options: dict[str, Any] | None) -> bool:
+    """DeleteOptions as a kubelet sends them once a pod's containers are gone:
+    grace period 0 with a UID precondition (``KubeClient.finalize_pod``; seen
+    verbatim in tests/fixtures/kube-apiserver-1.36/audit-eventlist-delete-grace0.json).
+    ``kubectl delete --grace-period=0 --force`` sends no precondition."""
+    options = options or {}
+    return options.get("gracePeriodSeconds") == 0 and bool((options.get("preconditions") or {}).get("uid"))
