@@ -7,8 +7,6 @@ other way round (cold start is paid on every scale-out).
 
 from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, Response, UnauthorizedError
 
-from chalicelib import wiring
-
 app = Chalice(app_name="lambdalet")
 
 
@@ -21,7 +19,7 @@ def audit():
 
     _only_our_apiserver("audit")
     try:
-        report = usecase.handle_audit(wiring.world(), app.current_request.raw_body)
+        report = usecase.handle_audit(_world(), app.current_request.raw_body)
     except BadPayload as err:
         telemetry.count("AuditBatchesRejected", 1)
         raise BadRequestError(str(err)) from None
@@ -48,7 +46,7 @@ def _admission(webhook: str) -> dict:
 
     _only_our_apiserver("admission")
     try:
-        result = usecase.handle_admission(wiring.world(), app.current_request.raw_body, webhook)
+        result = usecase.handle_admission(_world(), app.current_request.raw_body, webhook)
     except BadPayload as err:
         telemetry.count("AdmissionReviewsRejected", 1)
         raise BadRequestError(str(err)) from None
@@ -72,7 +70,7 @@ def _only_our_apiserver(kind: str) -> None:
 
         telemetry.count("WebhookBodiesTooLarge", 1)
         raise RequestEntityTooLargeError(refused)
-    if not caller_allowed(wiring.world(), app.current_request.headers.get("authorization")):
+    if not caller_allowed(_world(), app.current_request.headers.get("authorization")):
         from chalicelib import telemetry
 
         telemetry.count("WebhookCallsUnauthorized", 1)
@@ -84,7 +82,7 @@ def reconcile(event):
     """The source of truth: converge every virtual node, keep its heartbeat."""
     from chalicelib.usecases import reconcile as usecase
 
-    return usecase.reconcile(wiring.world(), budget=_remaining(event.context))
+    return usecase.reconcile(_world(), budget=_remaining(event.context))
 
 
 @app.schedule(Rate(1, unit=Rate.MINUTES))
@@ -92,7 +90,17 @@ def heartbeat(event):
     """Keep every virtual node Ready: renew its Lease every ~10 s for most of the minute."""
     from chalicelib.usecases import heartbeat as usecase
 
-    return usecase.heartbeat(wiring.world(), budget=_remaining(event.context))
+    return usecase.heartbeat(_world(), budget=_remaining(event.context))
+
+
+def _wiring():
+    from chalicelib import wiring
+
+    return wiring
+
+
+def _world():
+    return _wiring().world()
 
 
 def _remaining(context) -> float | None:
@@ -106,7 +114,7 @@ def on_machine_event(event):
     """ECS task state changes: the fast status path."""
     from chalicelib.usecases import machine_event as usecase
 
-    return usecase.handle_machine_event(wiring.world(), event.to_dict())
+    return usecase.handle_machine_event(_world(), event.to_dict())
 
 
 # The kubelet API kube-apiserver reaches at the node's advertised address (chalicelib/kubelet_api).
@@ -148,7 +156,7 @@ def _kubelet() -> Response:
 
     request = app.current_request
     query = request.query_params or {}
-    reply = service.handle(wiring.world(), wiring.kubelet_access(), service.Request(
+    reply = service.handle(_world(), _wiring().kubelet_access(), service.Request(
         method=request.method, path=request.context.get("resourcePath", "").format(**request.uri_params or {}),
         query={key: "\x00".join(query.getlist(key)) for key in query},
         headers={k.lower(): v for k, v in request.headers.items()}, context=request.context))

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from chalicelib.kube.client import KubeClient
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # building the Node object (admission, wiring) needs no Kubernetes client
+    from chalicelib.kube.client import KubeClient
 from chalicelib.timefmt import micro_time, rfc3339
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 from functools import lru_cache
 
@@ -49,17 +50,55 @@ def build_backend(config: Settings):
     )
 
 
-def build_world(config: Settings) -> World:
-    from chalicelib import node as vnode
+class OnFirstUse:
+    """Builds the object on its first attribute use, then stands for it.
+
+    Cold start: the admission webhook needs neither the Kubernetes client
+    (``import kubernetes``) nor a cloud client, only each backend's ``name`` and
+    ``sizes`` (``known``); a container that only answers reviews never builds them.
+    """
+
+    def __init__(self, build, **known):
+        self._build, self._known, self._built, self._lock = build, known, None, threading.Lock()
+
+    def __getattr__(self, attr: str):
+        if attr in self._known:
+            return self._known[attr]
+        if self._built is None:
+            with self._lock:  # the converger's threads may get here together
+                if self._built is None:
+                    self._built = self._build()
+        return getattr(self._built, attr)
+
+
+def backend_sizes(kind: str):
+    """What a backend kind can run (pure tables, no client)."""
+    if kind == "fly":
+        from chalicelib.machines.fly.guest import SIZES
+    else:
+        from chalicelib.machines.fargate_sizes import SIZES
+    return SIZES
+
+
+def build_kube(config: Settings):
     from chalicelib.kube.client import KubeClient, api_client
 
     token = lambda: secret(config.k8s_token_secret)  # noqa: E731 - re-read (cached) per request: rotation works
-    kube = KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
+    return KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
+
+
+def build_world(config: Settings) -> World:
+    from chalicelib import node as vnode
+
+    kube = OnFirstUse(lambda: build_kube(config))
     backends, nodes, shared = {}, {}, {}
     for name in config.node_names:
         mine = config.for_node(name)
         key = mine.model_dump_json(include=PER_BACKEND)  # nodes with the same machine settings share a backend
-        backends[name] = shared.get(key) or shared.setdefault(key, build_backend(mine))
+        if key not in shared:
+            shared[key] = OnFirstUse(lambda mine=mine: build_backend(mine), name=mine.backend,
+                                     sizes=backend_sizes(mine.backend))
+        backends[name] = shared[key]
         capacity = {"cpu": mine.node_cpu, "memory": mine.node_memory, "pods": mine.node_pods}
         region = mine.fly_region if mine.backend == "fly" else mine.region
         nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow(),

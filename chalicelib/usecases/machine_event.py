@@ -28,8 +28,11 @@ def handle_machine_event(world: World, event: dict) -> dict:
     result = plan(machine.node, pods, [machine], world.clock(), scope={machine.pod.uid}, gone=gone)
     if result.of(Finalize):
         # Finalizing on one machine's word could leave a duplicate running:
-        # look at all of the pod's machines first (rare: once per deleted pod).
-        others = [m for m in world.backend_for(machine.node).list(machine.node)
-                  if m.pod.uid == machine.pod.uid and m.id != machine.id]
+        # look at all of the pod's machines first (once per deleted pod).
+        # A lookup of this pod's machines, not the node's: a pod deleted costs
+        # calls in proportion to itself (its attempt now, and the pod's).
+        attempts = {machine.attempt, ps.restart_count(pod)} if pod else {machine.attempt}
+        others = [m for m in world.backend_for(machine.node).list_pod(machine.pod.uid, attempts)
+                  if m.id != machine.id]
         result = plan(machine.node, pods, [machine, *others], world.clock(), scope={machine.pod.uid})
     return dict(world.converger(machine.node).apply(result))
