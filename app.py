@@ -108,6 +108,22 @@ def _remaining(context) -> float | None:
     return context.get_remaining_time_in_millis() / 1000 if context is not None else None
 
 
+@app.lambda_function(name="reconcile_node")
+def reconcile_node(event, context):
+    """One node's reconcile, handed over by the scheduled reconcile when it serves many nodes."""
+    from chalicelib.usecases import reconcile as usecase
+
+    return usecase.reconcile(_world(), budget=_remaining(context), only=[event["node"]])
+
+
+@app.lambda_function(name="start_bound")
+def start_bound(event, context):
+    """The binding fast path's create, handed over by the validating webhook (asynchronous invocation)."""
+    from chalicelib.usecases import admission_review as usecase
+
+    return usecase.start_bound(_world(), event)
+
+
 # Filtering by cluster happens in the handler: the rule is fixed at deploy time.
 @app.on_cw_event({"source": ["aws.ecs"], "detail-type": ["ECS Task State Change"]})
 def on_machine_event(event):

@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     node_cpu: str = "1000"
     node_memory: str = "4Ti"
     node_pods: str = "1000"
+    # Name prefix of this deployment's functions ("<app>-<stage>", as Chalice names
+    # them: lambdalet-dev-start_bound). Set: slow work is handed to an asynchronous
+    # invocation (InvocationType Event) of the function named for it, so the binding
+    # webhook answers at once and many nodes reconcile in parallel. Empty: done inline.
+    function_prefix: str = ""
 
     # Machine side
     backend: Literal["ecs", "fly"] = "ecs"

@@ -103,7 +103,21 @@ def build_world(config: Settings) -> World:
         region = mine.fly_region if mine.backend == "fly" else mine.region
         nodes[name] = vnode.node_object(name, backends[name].name, region, capacity, utcnow(),
                                         kubelet_endpoint=config.kubelet_endpoint)
-    return World(kube=kube, backends=backends, nodes=nodes, webhook_tokens=webhook_tokens(config))
+    defer = async_invoker(config.function_prefix, config.region) if config.function_prefix else None
+    return World(kube=kube, backends=backends, nodes=nodes, webhook_tokens=webhook_tokens(config), defer=defer)
+
+
+def async_invoker(prefix: str, region: str):
+    """defer(function, payload): Lambda Invoke with InvocationType Event of ``<prefix>-<function>``
+    (Lambda queues it and retries it twice on error; the call returns in tens of ms)."""
+    import json
+
+    lam = OnFirstUse(lambda: __import__("boto3").client("lambda", region_name=region))
+
+    def defer(function: str, payload: dict) -> None:
+        lam.invoke(FunctionName=f"{prefix}-{function}", InvocationType="Event", Payload=json.dumps(payload).encode())
+
+    return defer
 
 
 def webhook_tokens(config: Settings):

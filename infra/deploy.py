@@ -140,6 +140,8 @@ def with_stage(config: dict, stage: str, env: Mapping[str, str]) -> dict:
     config = json.loads(json.dumps(config))
     entry = config.setdefault("stages", {}).setdefault(stage, {})
     entry.setdefault("api_gateway_stage", "api")
+    # Chalice names the functions lambdalet-<stage>-<name>: where World.defer sends work.
+    env = {"LAMBDALET_FUNCTION_PREFIX": f"lambdalet-{stage}", **env}
     entry["environment_variables"] = dict(sorted(env.items()))
     return config
 

@@ -32,6 +32,14 @@ def function_policy(outputs: Mapping[str, str], *, region: str, account: str, pa
                          for suffix in ("", ":*", "-*")],
         },
         {
+            # Slow work handed to an asynchronous invocation (World.defer): only these two.
+            "Sid": "HandOffToOwnFunctions",
+            "Effect": "Allow",
+            "Action": ["lambda:InvokeFunction"],
+            "Resource": [arn.format(service="lambda", resource=f"function:lambdalet-{stage}-{name}")
+                         for name in ("start_bound", "reconcile_node")],
+        },
+        {
             "Sid": "KubernetesTokens",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],

@@ -76,7 +76,9 @@ def test_deploy_creates_the_stack_the_functions_the_api_the_schedules_and_the_ov
     # chalice deploy: the functions with the stage's settings and the policy, the API, the rules
     functions = {f["FunctionName"]: f for f in aws("lambda").list_functions()["Functions"]}
     assert set(functions) == {"lambdalet-test", "lambdalet-test-reconcile", "lambdalet-test-heartbeat",
-                              "lambdalet-test-on_machine_event"}
+                              "lambdalet-test-on_machine_event", "lambdalet-test-start_bound",
+                              "lambdalet-test-reconcile_node"}
+    assert env["LAMBDALET_FUNCTION_PREFIX"] == "lambdalet-test"
     for function in functions.values():
         assert function["Environment"]["Variables"]["LAMBDALET_ECS_CLUSTER"] == "lambdalet-test"
     role = functions["lambdalet-test-reconcile"]["Role"].rsplit("/", 1)[1]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 
 from chalicelib.usecases.world import BadPayload, World, first_error
 
@@ -50,7 +50,10 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
         decision = admission.Decision()
     if decision.binding is not None and not request.dryRun and world.webhook_tokens is not None:
         try:
-            _start_bound(world, decision.binding)
+            if world.defer is not None:  # O(1) here: the create runs in its own invocation
+                world.defer("start_bound", asdict(decision.binding))
+            else:
+                _start_bound(world, decision.binding)
         except Exception as err:  # noqa: BLE001 - the audit path and the reconciler catch up
             log.exception("binding fast path failed for %s/%s", decision.binding.namespace, decision.binding.name)
             result.errors.append(f"binding: {err!r}")
@@ -60,6 +63,18 @@ def handle_admission(world: World, body: bytes, webhook: str) -> AdmissionResult
 
 def _sizes(world: World) -> dict:
     return {name: world.backend_for(name).sizes for name in world.nodes}
+
+
+def start_bound(world: World, payload: dict) -> dict:
+    """The binding fast path's create, handed over by the webhook (``World.defer``).
+
+    Runs after the webhook answered, so the binding may already be stored: the
+    reconcile may meet the pod without machine first. Both creates are the same
+    idempotent (pod UID, attempt) create, so no second machine is started.
+    """
+    from chalicelib.admission import Binding
+
+    return dict(_start_bound(world, Binding(**payload)))
 
 
 def _start_bound(world: World, binding) -> Counter:

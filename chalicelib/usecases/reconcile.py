@@ -11,8 +11,13 @@ from chalicelib.usecases.world import World, deadline, log_plan_errors
 
 log = logging.getLogger("lambdalet.usecases")
 
+# More nodes than this, and the scheduled reconcile hands each node to its own
+# asynchronous invocation (World.defer): one invocation's budget holds a few
+# nodes' listings and changes, not a hundred (bench: "many nodes").
+FANOUT_NODES = 8
 
-def reconcile(world: World, budget: float | None = None) -> dict[str, dict]:
+
+def reconcile(world: World, budget: float | None = None, only: list[str] | None = None) -> dict[str, dict]:
     """Level-triggered convergence of every node: O(pages) reads + O(changes) writes.
 
     ``budget``: seconds this invocation may still run (Lambda's remaining
@@ -23,10 +28,15 @@ def reconcile(world: World, budget: float | None = None) -> dict[str, dict]:
     independent: one whose calls fail is reported and the others still
     converge; the next run (a minute later) retries it.
     """
+    if only is None and world.defer is not None and len(world.nodes) > FANOUT_NODES:
+        for name in world.nodes:
+            world.defer("reconcile_node", {"node": name})
+        return {name: {"handed_over": 1} for name in world.nodes}
+    wanted = set(world.nodes if only is None else only) & set(world.nodes)
     report = {}
     until = deadline(budget)
     for backend in world.distinct_backends():
-        names = [name for name in world.nodes if world.backend_for(name) is backend]
+        names = [name for name in world.nodes if world.backend_for(name) is backend and name in wanted]
         if not names:
             continue
         for name in names:

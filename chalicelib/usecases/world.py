@@ -40,6 +40,9 @@ class World:
     # sandbox, managed control planes). Without them the binding fast path is off: a
     # review nobody can vouch for starts no machine.
     webhook_tokens: WebhookTokens | None = None
+    # Hand work to an asynchronous invocation of one of our functions: defer(function, payload).
+    # At-least-once, later, maybe twice: only idempotent work goes there. None: do it inline.
+    defer: Callable[[str, dict], None] | None = None
 
     def backend_for(self, node: str) -> MachineBackend:
         return self.backends[node]

@@ -93,7 +93,8 @@ class Stack:
     def __init__(self, *, nodes: tuple[str, ...] = (NODE,), moto_endpoint: str | None = None,
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
                  anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
-                 admission: bool = True, node_overrides: dict | None = None, audit_scheme: str = "https"):
+                 admission: bool = True, node_overrides: dict | None = None, audit_scheme: str = "https",
+                 async_invoke: bool = False):
         assert backend in ("ecs", "fly"), backend
         self.node_overrides = node_overrides or {}  # LAMBDALET_NODE_OVERRIDES: nodes on other backends
         self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
@@ -106,6 +107,10 @@ class Stack:
         self._connect_audit = connect_audit
         self._connect_admission = admission  # infra/k8s/webhooks.yaml registered, its URL served by the app
         self.anonymous = anonymous  # the sandbox allows it: kubectl sends no token over plain http
+        # True: World.defer queues asynchronous invocations (as Lambda's Event invoke does);
+        # run_deferred() (and settle()) invoke them through the app's lambda functions.
+        self.async_invoke = async_invoke
+        self.deferred: list[tuple[str, dict]] = []
         self._exit = ExitStack()
         self.transcript: list[str] = []  # the app's answers, then Events and pods (_keep_transcript)
         self._saved_env: dict[str, str | None] = {}
@@ -123,6 +128,9 @@ class Stack:
         self.stop()
 
     def start(self) -> None:
+        from aws_lambda_powertools.utilities.parameters import base
+
+        base.DEFAULT_PROVIDERS.clear()  # powertools keeps a client per process: it may point at an old moto
         self._setenv(aws_env(self.moto_endpoint))
         if self.moto_endpoint is None:
             from moto import mock_aws
@@ -176,6 +184,8 @@ class Stack:
         self.app = lambdalet.app
         self.client = self._exit.enter_context(Client(self.app, stage_name="local", project_dir=str(REPO)))
         wiring.world().clock = self.clock
+        if self.async_invoke:
+            wiring.world().defer = lambda function, payload: self.deferred.append((function, payload))
         self.audit_answers: list[int] = []
         if self._connect_audit:
             self.connect_audit(self.deliver_audit, kubeconfig=audit_kubeconfig(self.audit_scheme))
@@ -345,6 +355,14 @@ class Stack:
         self._record("heartbeat", payload)
         return payload
 
+    def run_deferred(self) -> list:
+        """Lambda runs the queued asynchronous invocations (each through the app's function)."""
+        done = []
+        while self.deferred:
+            function, payload = self.deferred.pop(0)
+            done.append(self.client.lambda_.invoke(function, payload).payload)
+        return done
+
     def machine_events(self, events: list[dict]) -> list:
         payloads = [self.client.lambda_.invoke("on_machine_event", event).payload for event in events]
         self._record("on_machine_event", payloads)
@@ -370,6 +388,7 @@ class Stack:
         """Let the world run: schedule, audit, cloud steps (and the reconcile if asked)."""
         for _ in range(rounds):
             self.sim.scheduler.run_once()
+            self.run_deferred()
             if self._connect_audit:
                 self.audit.flush()
             self.cloud_step(deliver=deliver_events)
