@@ -339,16 +339,33 @@ def audit_own_cost(events: int = 400) -> None:
                           "auditID": str(len(items)), "stage": stage, "verb": "create", "objectRef": ref,
                           **({"responseStatus": {"code": 201}, "requestObject": binding} if stage == "ResponseComplete" else {})})
     body = json.dumps({"kind": "EventList", "apiVersion": "audit.k8s.io/v1", "metadata": {}, "items": items}).encode()
-    times = []
+    # Time inside the calls (the SDKs' request + response handling included) is the
+    # cloud's share; the rest (parse, authorise, plan, dispatch) is lambdalet's own.
+    in_calls = [0.0]
+
+    def timed(fn):
+        def call(*args, **kwargs):
+            t = time.perf_counter()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                in_calls[0] += time.perf_counter() - t
+        return call
+
+    backend = world.backend_for("vk-bench")
+    world.kube._send = timed(world.kube._send)
+    backend._call, backend._list_arns = timed(backend._call), timed(backend._list_arns)
+    times, own = [], []
     for _ in range(3):
-        before = api.writes()
+        before, in_calls[0] = api.writes(), 0.0
         t = time.perf_counter()
         assert caller_allowed(world, None)
         report = handle_audit(world, body)
         times.append((time.perf_counter() - t) * 1000)
-    print(f"audit batch of {len(items)} events, zero-latency fakes: {statistics.median(times):.1f} ms "
-          f"(goal <= 100 ms; {report.pods} pods, k8s writes on a redelivery: {api.writes() - before}, "
-          f"ecs per batch: {dict(ecs.calls)})")
+        own.append(times[-1] - in_calls[0] * 1000)
+    print(f"audit batch of {len(items)} events ({report.pods} pods), zero-latency fakes: "
+          f"{statistics.median(own):.1f} ms excluding calls (goal <= 100 ms), {statistics.median(times):.1f} ms "
+          f"with them; a redelivery writes {api.writes() - before} (goal 0); per batch ecs {dict(ecs.calls)}")
 
 
 def heartbeat_beside_reconcile() -> None:

@@ -194,7 +194,8 @@ def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
     returns (world, api, ecs) ready for ``reconcile``."""
     from chalicelib import node as vnode
     from chalicelib.kube.client import KubeClient, api_client
-    from chalicelib.machines.ecs import EcsBackend, machine_from_task, make_client
+    from chalicelib.machines.ecs import EcsBackend, machine_from_task
+    from chalicelib.wiring import ecs_client
     from chalicelib.plan import PatchStatus, plan
     from chalicelib.usecases.world import World
     from tests.world.pods import pod
@@ -207,7 +208,11 @@ def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
         action.pod["status"] = {**action.pod["status"], **action.status}
         action.pod["metadata"]["resourceVersion"] = "101"
     ecs = FakeEcs(tasks)
-    client = make_client(REGION, aws_access_key_id="bench", aws_secret_access_key="bench")
+    import os
+
+    os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
+    os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
+    client = ecs_client(REGION)  # as wiring builds it
     ecs.attach(client)
     backend = EcsBackend(client, cluster=CLUSTER, subnets=["subnet-0bench"], security_groups=["sg-0bench"])
     node_obj = vnode.node_object(node, "ecs", REGION, {"cpu": "1000", "memory": "4Ti", "pods": str(n)}, now)
