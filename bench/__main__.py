@@ -260,11 +260,14 @@ print(json.dumps(out))
               f"wall {r['wall']:.2f} s, peak RSS {r['peak']:.0f} MiB (goal <= 200; fakes' data alone {r['base']:.0f} MiB)")
 
 
-def creates_at_volume(pods: int = 1000, latency: float = 0.1, budget: float = 60.0) -> None:
+def creates_at_volume(pods: int = 300, latency: float = 0.1, budget: float = 60.0) -> None:
     """Goal 2: ``pods`` bound at once, one reconcile with a 60 s budget, against RunTask
     latency and Fargate's published launch limits (docs.aws.amazon.com/AmazonECS/latest/
     userguide/throttling.html: RunTask 20 calls/s burst and sustained; task launches
-    bucket 100, refill 20/s), answered with ThrottlingException as AWS does."""
+    bucket 100, refill 20/s), answered with ThrottlingException as AWS does.
+
+    300 by default: on 2 cores the in-process simulator and moto (~6 emulated calls
+    per create) use the CPU, so the rate here is the emulators'; ``pods=1000`` works."""
     import threading
 
     from moto.core.exceptions import JsonRESTError
@@ -406,7 +409,7 @@ def deletes(pods: int = 200) -> None:
         wiring.world().backend_for(NODE).ecs.meta.events.register("before-call.ecs", hook)
         for i in range(pods):
             stack.core.delete_namespaced_pod(f"d{i}", "default")
-        stack.settle(rounds=12)
+        stack.settle(rounds=15, seconds=5)  # past the 30 s grace: a sh script ignores SIGTERM
         left = sum(1 for i in range(pods) if stack.pod(f"d{i}") is not None)
         print(f"delete {pods} pods (audit + machine events, no reconcile): ECS {dict(ecs)} = "
               f"{sum(ecs.values()) / pods:.1f} calls per pod, StopTask {ecs['StopTask']} for {pods}; {left} left")
