@@ -50,7 +50,7 @@ class RecordingBackend:
         self.created: list[MachineSpec] = []
         self.fail = fail
 
-    def create(self, spec: MachineSpec) -> Machine:
+    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:
         if self.fail:
             raise self.fail
         self.created.append(spec)

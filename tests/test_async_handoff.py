@@ -29,13 +29,15 @@ def test_binding_webhook_hands_the_create_over_and_a_racing_reconcile_makes_no_s
         opted_in(stack)
         runs: Counter = Counter()
         wiring.world().backend_for(NODE).ecs.meta.events.register(
-            "before-call.ecs.RunTask", lambda **_: runs.update(["RunTask"]))
+            "before-call.ecs", lambda model, **_: runs.update([model.name]))
         stack.create_pod(ours("fast"), namespace=NS)
         calls_before = sum(n for k, n in stack.sim.api.calls.items() if k[0] == SA_USER)
         assert stack.sim.scheduler.run_once() == 1  # the binding reaches our webhook, which answers at once
         assert sum(n for k, n in stack.sim.api.calls.items() if k[0] == SA_USER) == calls_before
         assert stack.tasks() == [] and [f for f, _ in stack.deferred] == ["start_bound"]
         stack.reconcile()  # the reconcile meets the bound pod before the handed-over create ran
+        # its create needs no look-up of its own: the node's listing (RUNNING + STOPPED) said "none"
+        assert runs["RunTask"] == 1 and runs["ListTasks"] == 2
         stack.run_deferred()  # ... which then finds the task and starts none
         assert len(stack.tasks()) == 1 and runs["RunTask"] == 1
         stack.settle(rounds=6)

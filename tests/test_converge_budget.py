@@ -26,7 +26,7 @@ class SlowBackend:
         self.delay, self.created, self.lock = delay, [], threading.Lock()
         self.in_flight = self.most_in_flight = 0
 
-    def create(self, spec: MachineSpec) -> Machine:
+    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:
         with self.lock:
             self.in_flight += 1
             self.most_in_flight = max(self.most_in_flight, self.in_flight)

@@ -120,7 +120,7 @@ class EcsBackend:
 
     # -- MachineBackend ----------------------------------------------------
 
-    def create(self, spec: MachineSpec) -> Machine:
+    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:
         # Idempotent through RunTask's clientToken alone (per cluster, 24 h,
         # "Ensuring idempotency" in the ECS API reference): the same call again
         # returns the same task, a changed one answers ConflictException with
