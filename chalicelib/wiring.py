@@ -101,7 +101,7 @@ def ecs_client(region: str):
     core = botocore.session.get_session()
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
     session = boto3.session.Session(botocore_session=core, region_name=region)
-    return session.client("ecs", config=client_config(retries=4, mode="adaptive"))
+    return session.client("ecs", config=client_config(mode="adaptive"))
 
 
 def build_world(config: Settings) -> World:
