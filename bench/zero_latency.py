@@ -83,7 +83,7 @@ def ecs_task(pod: dict, node: str, *, attempt: int = 0, ip: str = "10.0.0.7") ->
         "taskArn": arn, "clusterArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{CLUSTER}",
         "lastStatus": "RUNNING", "desiredStatus": "RUNNING", "launchType": "FARGATE",
         "cpu": "256", "memory": "512", "createdAt": created, "startedAt": created + 5,
-        "startedBy": started_by(spec.pod.uid, attempt),
+        "startedBy": started_by(node),
         "containers": [{"containerArn": arn.replace(":task/", ":container/") + f"/{c.name}", "taskArn": arn,
                         "name": c.name, "image": c.image, "lastStatus": "RUNNING",
                         "runtimeId": f"{uuid.uuid4().hex}-{i}",

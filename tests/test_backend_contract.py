@@ -199,17 +199,6 @@ def test_create_is_idempotent_by_pod_uid_and_attempt(world):
     assert {m.id for m in world.backend.list(NODE)} == {first.id, restart.id}
 
 
-def test_list_pod_finds_one_pods_machines_by_attempt(world):
-    first = world.backend.create(spec())
-    restart = world.backend.create(spec(attempt=1))
-    other = world.backend.create(spec("00000000-0000-4000-8000-0000000000b2", name="b"))
-    world.settle()
-    uid = spec().pod.uid
-    assert {m.id for m in world.backend.list_pod(uid, [0, 1])} == {first.id, restart.id}
-    assert [m.id for m in world.backend.list_pod(uid, [1])] == [restart.id]
-    assert world.backend.list_pod(uid, [2]) == [] and other.id not in {m.id for m in world.backend.list_pod(uid, [0])}
-
-
 def test_list_returns_exactly_the_nodes_machines_with_their_pods(world):
     a = world.backend.create(spec("00000000-0000-4000-8000-0000000000a1", name="a"))
     b = world.backend.create(spec("00000000-0000-4000-8000-0000000000b2", name="b"))

@@ -250,13 +250,6 @@ class MachineBackend(Protocol):
         nodes served by one cluster/app are listed once, not once per node."""
         ...
 
-    def list_pod(self, uid: str, attempts: Iterable[int]) -> list[Machine]:
-        """The machines of pod ``uid``'s ``attempts``, stopped ones included, in
-        calls that do not grow with the node's machines where the cloud can look
-        a pod's machines up (ECS: by ``startedBy``); a pod deleted costs calls
-        in proportion to itself, not to its neighbours."""
-        ...
-
     def get(self, machine_id: str) -> Machine | None:
         """One machine, or None when it no longer exists."""
         ...

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from chalicelib import pod_status as ps
-from chalicelib.plan import Finalize, plan
+from chalicelib.plan import plan
 from chalicelib.usecases.world import World
 
 
@@ -26,13 +26,8 @@ def handle_machine_event(world: World, event: dict) -> dict:
     pods = [pod] if pod else []
     gone = set() if pod else {machine.pod.uid}  # no such pod (or another under its name): stop it now
     result = plan(machine.node, pods, [machine], world.clock(), scope={machine.pod.uid}, gone=gone)
-    if result.of(Finalize):
-        # Finalizing on one machine's word could leave a duplicate running:
-        # look at all of the pod's machines first (once per deleted pod).
-        # A lookup of this pod's machines, not the node's: a pod deleted costs
-        # calls in proportion to itself (its attempt now, and the pod's).
-        attempts = {machine.attempt, ps.restart_count(pod)} if pod else {machine.attempt}
-        others = [m for m in world.backend_for(machine.node).list_pod(machine.pod.uid, attempts)
-                  if m.id != machine.id]
-        result = plan(machine.node, pods, [machine, *others], world.clock(), scope={machine.pod.uid})
+    # A Finalize here is on the word of the pod's current attempt (an earlier
+    # attempt's event is stale, above): nothing else of the pod can run (one
+    # machine per (pod UID, attempt), the create's idempotency token; a deleting
+    # pod gets no new attempt), so a deleted pod costs no listing of its node.
     return dict(world.converger(machine.node).apply(result))

@@ -180,10 +180,6 @@ class EcsBackend:
                 out[machine.node].append(machine)
         return out
 
-    def list_pod(self, uid: str, attempts: Iterable[int]) -> list[Machine]:
-        found = (machine_from_task(task) for attempt in sorted(set(attempts)) for task in self._find(uid, attempt))
-        return [m for m in found if m is not None]
-
     def get(self, machine_id: str) -> Machine | None:
         tasks = self._describe([machine_id])
         return machine_from_task(tasks[0]) if tasks else None

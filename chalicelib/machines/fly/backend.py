@@ -168,12 +168,6 @@ class FlyBackend:
     def list(self, node: str) -> list[Machine]:
         return self.list_nodes([node])[node]
 
-    def list_pod(self, uid: str, attempts: Iterable[int]) -> list[Machine]:
-        # The Machines API lists an app's machines whole (no metadata filter);
-        # Fly sends no machine events, so only the reconcile-sized paths call this.
-        found = (machine_from_fly(m) for attempt in sorted(set(attempts)) for m in self._find(uid, attempt))
-        return [m for m in found if m is not None]
-
     def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
         # One listing of the app serves every node on it.
         out: dict[str, list[Machine]] = {node: [] for node in nodes}
