@@ -229,9 +229,10 @@ def _quantity_problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
     return [size] if size else []
 
 
-def problems(pod: dict, sizes: Sizes | None) -> list[tuple[str, str]]:
-    """Everything in ``pod`` lambdalet cannot run: ``[(field path, what to do)]``."""
-    found = pod_spec.unsupported(pod) + _quantity_problems(pod, sizes)
+def problems(pod: dict, sizes: Sizes | None, backend: str | None = None) -> list[tuple[str, str]]:
+    """Everything in ``pod`` lambdalet cannot run on ``backend`` (None: on any):
+    ``[(field path, what to do)]``."""
+    found = pod_spec.unsupported(pod, backend) + _quantity_problems(pod, sizes)
     if not ((pod.get("spec") or {}).get("containers")):
         found.append(("spec.containers", "a pod needs at least one container"))
     return found
@@ -246,7 +247,7 @@ def validate(request: AdmissionRequest, nodes: dict[str, dict], sizes: Mapping[s
     node = targeted_node(pod, nodes) if pod is not None else None
     if node is None:
         return Decision()
-    found = problems(pod, sizes.get(node))
+    found = problems(pod, sizes.get(node), nodes[node]["metadata"]["labels"].get(BACKEND_ANNOTATION))
     return _refusal(node, found) if found else Decision(node=node)
 
 

@@ -21,7 +21,8 @@ from chalicelib import plan as p
 from chalicelib import pod_status as ps
 from chalicelib.kube import events
 from chalicelib.kube.client import KubeClient
-from chalicelib.machines.contract import MachineBackend, PermanentMachineError, TransientMachineError
+from chalicelib.machines.contract import MachineBackend, MachineSpec, PermanentMachineError, TransientMachineError
+from chalicelib.pod_spec import MissingReference, Sources, UnsupportedPod, machine_spec
 
 log = logging.getLogger("lambdalet.converge")
 
@@ -76,14 +77,38 @@ class Converger:
                 done["failed"] += 1
         return done
 
+    def _resolved(self, action: p.Create) -> MachineSpec:
+        """The spec with the values of the ConfigMaps and Secrets it references,
+        read now (one GET each): a pod starts with the values of its start, as on a kubelet."""
+        spec = action.spec
+        if not spec.references:
+            return spec
+        found = {}
+        for ref in spec.references:
+            read = self.kube.get_config_map if ref.kind == "ConfigMap" else self.kube.get_secret
+            found[(ref.kind, ref.name)] = read(spec.pod.namespace, ref.name)
+        return machine_spec(action.pod, spec.node, spec.attempt, Sources(found))
+
     def _create(self, action: p.Create) -> None:
         pod, now = action.pod, self.clock()
+        try:
+            spec = self._resolved(action)
+        except (MissingReference, UnsupportedPod) as err:
+            # As a kubelet: the container waits with CreateContainerConfigError, an Event
+            # names what is missing, and the next pass tries again (it starts once it appears).
+            log.info("pod %s/%s waits: %s", action.spec.pod.namespace, action.spec.pod.name, err)
+            if action.status is not None:
+                status = ps.running_status(pod, None, now, restart_count=action.spec.attempt, previous=action.previous,
+                                           waiting=("CreateContainerConfigError", str(err)))
+                self._patch(pod, status)
+                self._event(pod, "Warning", "Failed", f"Error: {err}")
+            return
         if action.status is None:  # create only (admission fast path): errors are logged and counted
-            machine = self.backend.create(action.spec, listed=self.listed)
+            machine = self.backend.create(spec, listed=self.listed)
             self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
             return
         try:
-            machine = self.backend.create(action.spec, listed=self.listed)
+            machine = self.backend.create(spec, listed=self.listed)
         except TransientMachineError as err:
             status = ps.create_backoff_status(pod, now, restart_count=action.spec.attempt,
                                               previous=action.previous, error=str(err))

@@ -2,105 +2,38 @@
 Kubernetes API returns it) into what a backend must run. No I/O.
 
 What this version can run is one table, ``FEATURES``: each row names a pod
-field, says whether it is supported, ignored or unsupported, and (for
-unsupported rows) how to find offending uses. ``unsupported(pod)`` returns every
-violation with its field path; ``machine_spec`` raises ``UnsupportedPod`` with
-all of them. Admission can reuse ``unsupported`` to reject such pods up front.
+field, says per backend whether it is supported, ignored or unsupported, and
+(for rows unsupported somewhere) how to find offending uses.
+``unsupported(pod, backend)`` returns every violation with its field path;
+``machine_spec`` raises ``UnsupportedPod`` with those no backend runs (a
+backend refuses its own at create). Admission uses ``unsupported`` to reject
+such pods up front.
+
+Values from ConfigMaps, Secrets and the downward API are resolved by
+``pod_values`` from ``Sources`` read at the I/O edge; ``machine_spec`` without
+sources records what the pod references and leaves those values out.
 """
 
 from __future__ import annotations
 
-import math
-import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
 from typing import Any, Literal
 
+from chalicelib import pod_values as pv
 from chalicelib.machines.contract import (
+    CheckProbe,
     ContainerSpec,
+    ExecProbe,
     MachineSpec,
+    MountSpec,
     PodRef,
     PortSpec,
+    Probes,
+    RegistryAuth,
 )
-
-
-class UnsupportedPod(ValueError):
-    """The pod uses something this version cannot run. ``str()`` is for users:
-    it names each offending field and what to do instead."""
-
-    def __init__(self, violations: list[tuple[str, str]]):
-        self.violations = violations
-        super().__init__(
-            "; ".join(f"{field}: {why}" for field, why in violations)
-        )
-
-
-# --------------------------------------------------------------------------
-# Quantities
-# --------------------------------------------------------------------------
-
-_SUFFIX = {
-    "": Decimal(1),
-    "n": Decimal("1e-9"),
-    "u": Decimal("1e-6"),
-    "m": Decimal("1e-3"),
-    "k": Decimal("1e3"),
-    "M": Decimal("1e6"),
-    "G": Decimal("1e9"),
-    "T": Decimal("1e12"),
-    "P": Decimal("1e15"),
-    "E": Decimal("1e18"),
-    "Ki": Decimal(2**10),
-    "Mi": Decimal(2**20),
-    "Gi": Decimal(2**30),
-    "Ti": Decimal(2**40),
-    "Pi": Decimal(2**50),
-    "Ei": Decimal(2**60),
-}
-_QUANTITY = re.compile(
-    r"^(?P<num>[+-]?(?:\d+\.?\d*|\.\d+))"
-    r"(?:(?P<exp>[eE][+-]?\d+)|(?P<suffix>Ki|Mi|Gi|Ti|Pi|Ei|[numkMGTPE])?)$"
-)
-
-
-# Beyond 10^±30 no machine size is meant (E is 10^18); also keeps Decimal from
-# overflowing on "1e999999999".
-MAX_EXPONENT = 30
-
-
-def parse_quantity(value: Any, field: str = "quantity") -> Decimal:
-    """A Kubernetes resource.Quantity ("250m", "1Gi", "1e9", 2) as a Decimal
-    in base units (cores, bytes). Raises UnsupportedPod naming ``field``."""
-    if isinstance(value, bool):
-        raise UnsupportedPod([(field, f"{value!r} is not a quantity")])
-    if isinstance(value, (int, float)):
-        value = str(value)  # JSON numbers go through the same checks as strings
-    m = _QUANTITY.match(str(value).strip())
-    if not m:
-        raise UnsupportedPod(
-            [(field, f"{value!r} is not a Kubernetes quantity (e.g. 250m, 1, 512Mi, 1Gi)")]
-        )
-    try:
-        num = Decimal(m["num"])
-    except InvalidOperation:  # pragma: no cover - the regex only admits numbers
-        raise UnsupportedPod([(field, f"{value!r} is not a number")]) from None
-    if m["exp"] and abs(int(m["exp"][1:])) > MAX_EXPONENT:
-        raise UnsupportedPod([(field, f"{value!r} is out of range for a resource quantity")])
-    quantity = num * (Decimal(10) ** int(m["exp"][1:]) if m["exp"] else _SUFFIX[m["suffix"] or ""])
-    if quantity < 0:  # as kube-apiserver's validation (ValidateNonnegativeQuantity)
-        raise UnsupportedPod([(field, f"{value!r} is negative: a resource quantity must be 0 or more")])
-    return quantity
-
-
-def cpu_millis(value: Any, field: str = "cpu") -> int:
-    """CPU quantity -> millicores, rounded up ("250m" -> 250, "0.5" -> 500)."""
-    return math.ceil(parse_quantity(value, field) * 1000)
-
-
-def memory_mib(value: Any, field: str = "memory") -> int:
-    """Memory quantity -> MiB, rounded up ("1G" -> 954, "1Gi" -> 1024)."""
-    return math.ceil(parse_quantity(value, field) / (2**20))
+from chalicelib.pod_values import MissingReference, Sources, expand  # noqa: F401 - re-exported
+from chalicelib.quantity import UnsupportedPod, cpu_millis, memory_mib, parse_quantity  # noqa: F401 - re-exported
 
 
 # --------------------------------------------------------------------------
@@ -109,6 +42,7 @@ def memory_mib(value: Any, field: str = "memory") -> int:
 
 Status = Literal["supported", "ignored", "unsupported"]
 Check = Callable[[dict], Iterator[str]]  # yields offending field paths
+BACKENDS = ("ecs", "fly")
 
 
 def _containers(pod: dict) -> Iterator[tuple[str, dict]]:
@@ -116,9 +50,17 @@ def _containers(pod: dict) -> Iterator[tuple[str, dict]]:
         yield f"spec.containers[{i}]", c
 
 
+def _all_containers(pod: dict) -> Iterator[tuple[str, dict]]:
+    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
+        yield f"spec.initContainers[{i}]", c
+    yield from _containers(pod)
+
+
 def _is_token_volume(v: dict) -> bool:
     """The projected service-account token volume the apiserver adds to every pod."""
-    return str(v.get("name", "")).startswith("kube-api-access-") and "projected" in v
+    if not (str(v.get("name", "")).startswith("kube-api-access-") and isinstance(v.get("projected"), dict)):
+        return False
+    return any("serviceAccountToken" in s for s in v["projected"].get("sources") or [])
 
 
 def _token_volume_names(pod: dict) -> set[str]:
@@ -127,36 +69,90 @@ def _token_volume_names(pod: dict) -> set[str]:
     }
 
 
+FILE_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
+VOLUME_KINDS = ("emptyDir", *FILE_VOLUMES)
+
+
 def _init_containers(pod: dict) -> Iterator[str]:
     if (pod.get("spec") or {}).get("initContainers"):
         yield "spec.initContainers"
 
 
-def _env_value_from(pod: dict) -> Iterator[str]:
-    for path, c in _containers(pod):
+def _sidecars(pod: dict) -> Iterator[str]:
+    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
+        if c.get("restartPolicy"):
+            yield f"spec.initContainers[{i}].restartPolicy ({c.get('name')})"
+
+
+def _field_refs(pod: dict) -> Iterator[str]:
+    for path, c in _all_containers(pod):
         for j, e in enumerate(c.get("env") or []):
-            if "valueFrom" in e:
-                yield f"{path}.env[{j}].valueFrom ({e.get('name')})"
-
-
-def _env_from(pod: dict) -> Iterator[str]:
-    for path, c in _containers(pod):
-        if c.get("envFrom"):
-            yield f"{path}.envFrom"
-
-
-def _volumes(pod: dict) -> Iterator[str]:
+            ref = (e.get("valueFrom") or {}).get("fieldRef")
+            if isinstance(ref, dict) and not _known_field(ref.get("fieldPath")):
+                yield f"{path}.env[{j}].valueFrom.fieldRef ({ref.get('fieldPath')})"
     for k, v in enumerate((pod.get("spec") or {}).get("volumes") or []):
-        if not _is_token_volume(v):
-            yield f"spec.volumes[{k}] ({v.get('name')})"
+        for item in _downward_items(v):
+            ref = item.get("fieldRef")
+            if isinstance(ref, dict) and not _known_field(ref.get("fieldPath"), volume=True):
+                yield f"spec.volumes[{k}] ({v.get('name')}) fieldRef {ref.get('fieldPath')}"
 
 
-def _volume_mounts(pod: dict) -> Iterator[str]:
-    ok = _token_volume_names(pod)
-    for path, c in _containers(pod):
+def _known_field(path: Any, volume: bool = False) -> bool:
+    if path in pv.FIELD_PATHS or (isinstance(path, str) and pv.FIELD_MAP.match(path)):
+        return True
+    return volume and path in ("metadata.labels", "metadata.annotations")
+
+
+def _downward_items(v: dict) -> Iterator[dict]:
+    yield from (v.get("downwardAPI") or {}).get("items") or []
+    for src in (v.get("projected") or {}).get("sources") or []:
+        yield from (src.get("downwardAPI") or {}).get("items") or []
+
+
+def _unknown_value_from(pod: dict) -> Iterator[str]:
+    for path, c in _all_containers(pod):
+        for j, e in enumerate(c.get("env") or []):
+            source = e.get("valueFrom")
+            if source is not None and (not isinstance(source, dict) or len(source) != 1 or not set(source) <= {
+                    "configMapKeyRef", "secretKeyRef", "fieldRef", "resourceFieldRef"}):
+                yield f"{path}.env[{j}].valueFrom ({e.get('name')})"
+            elif source and "resourceFieldRef" in source and (
+                    source["resourceFieldRef"].get("resource") not in pv.RESOURCE_FIELDS):
+                yield f"{path}.env[{j}].valueFrom.resourceFieldRef ({source['resourceFieldRef'].get('resource')})"
+
+
+def _cloud_volumes(pod: dict) -> Iterator[str]:
+    for k, v in enumerate((pod.get("spec") or {}).get("volumes") or []):
+        if _is_token_volume(v):
+            continue
+        kinds = [key for key in v if key != "name"]
+        if not kinds or any(key not in VOLUME_KINDS for key in kinds):
+            yield f"spec.volumes[{k}] ({v.get('name')}: {', '.join(kinds) or 'no source'})"
+        for src in (v.get("projected") or {}).get("sources") or []:
+            if not set(src) <= {"configMap", "secret", "downwardAPI"}:
+                yield f"spec.volumes[{k}] ({v.get('name')}: projected {', '.join(src)})"
+
+
+def _mount_options(pod: dict) -> Iterator[str]:
+    names = {v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []}
+    for path, c in _all_containers(pod):
         for j, m in enumerate(c.get("volumeMounts") or []):
-            if m.get("name") not in ok:
-                yield f"{path}.volumeMounts[{j}] ({m.get('name')})"
+            if m.get("subPathExpr") or m.get("mountPropagation") not in (None, "None"):
+                yield f"{path}.volumeMounts[{j}] ({m.get('name')}: subPathExpr/mountPropagation)"
+            elif m.get("name") not in names:
+                yield f"{path}.volumeMounts[{j}] ({m.get('name')}: no such volume)"
+
+
+def _sub_paths(pod: dict) -> Iterator[str]:
+    for path, c in _all_containers(pod):
+        for j, m in enumerate(c.get("volumeMounts") or []):
+            if m.get("subPath"):
+                yield f"{path}.volumeMounts[{j}].subPath ({m.get('name')})"
+
+
+def _image_pull_secrets(pod: dict) -> Iterator[str]:
+    if (pod.get("spec") or {}).get("imagePullSecrets"):
+        yield "spec.imagePullSecrets"
 
 
 def _host_namespaces(pod: dict) -> Iterator[str]:
@@ -167,7 +163,7 @@ def _host_namespaces(pod: dict) -> Iterator[str]:
 
 
 def _privileged(pod: dict) -> Iterator[str]:
-    for path, c in _containers(pod):
+    for path, c in _all_containers(pod):
         if ((c.get("securityContext") or {}).get("privileged")) is True:
             yield f"{path}.securityContext.privileged"
 
@@ -186,57 +182,107 @@ def _ports(pod: dict) -> Iterator[str]:
 @dataclass(frozen=True)
 class Feature:
     field: str
-    status: Status
-    note: str  # for users: what happens, or what to do instead
-    check: Check | None = None  # unsupported rows: yields offending field paths
+    ecs: Status
+    fly: Status
+    note: str  # for users: what happens on each backend, or what to do instead
+    check: Check | None = None  # rows unsupported on some backend: yields offending field paths
+
+    def status(self, backend: str) -> Status:
+        return getattr(self, backend)
 
 
 FEATURES: tuple[Feature, ...] = (
-    Feature("metadata.{namespace,name,uid}", "supported", "tagged on the machine"),
-    Feature("spec.containers[].{name,image,command,args}", "supported",
-            "command is the entrypoint, args its arguments; $(VAR) is expanded from the container's env"),
-    Feature("spec.containers[].env[].value", "supported", "literal values only"),
-    Feature("spec.containers[].ports[]", "supported", "containerPort/protocol (TCP or UDP)"),
-    Feature("spec.containers[].resources", "supported",
+    Feature("metadata.{namespace,name,uid}", "supported", "supported", "tagged on the machine"),
+    Feature("spec.containers[].{name,image,command,args}", "supported", "supported",
+            "command is the entrypoint, args its arguments; $(VAR) is expanded from the container's literal env"),
+    Feature("spec.containers[].env[].value", "supported", "supported", "literal values"),
+    Feature("spec.containers[].{env[].valueFrom.configMapKeyRef,envFrom[].configMapRef}", "supported", "supported",
+            "read when the machine is created and passed as literal env (prefix and optional honoured); a pod "
+            "keeps its start values, as on a kubelet: recreate the pod to pick up a change"),
+    Feature("spec.containers[].{env[].valueFrom.secretKeyRef,envFrom[].secretRef}", "supported", "supported",
+            "ECS: mirrored into AWS Secrets Manager under the lambdalet/ prefix (named by content hash, shared "
+            "when equal, deleted once no machine needs it) and referenced by ARN, never written into the task "
+            "definition; Fly: set in that machine's own env (never app secrets): anyone holding a Fly API token "
+            "of the app can read them in the machine config. $(VAR) never expands a Secret value"),
+    Feature("spec.containers[].env[].valueFrom.{fieldRef,resourceFieldRef}", "supported", "supported",
+            "resolved when the machine is created: metadata.name/namespace/uid/labels['k']/annotations['k'], "
+            "spec.nodeName, spec.serviceAccountName, requests/limits of cpu, memory, ephemeral-storage "
+            "(an unset limit is the machine's size)"),
+    Feature("spec.containers[].env[].valueFrom (other fields)", "unsupported", "unsupported",
+            "status.podIP/hostIP and other fields are not known when the machine is created; read them in the "
+            "container (e.g. hostname -i)", lambda pod: (*_field_refs(pod), *_unknown_value_from(pod))),
+    Feature("spec.containers[].ports[]", "supported", "supported", "containerPort/protocol (TCP or UDP)"),
+    Feature("spec.containers[].resources", "supported", "supported",
             "the machine gets the sum over containers of max(request, limit); "
             "limits are enforced for the pod as a whole, not per container; more than the backend's "
             "largest machine (ECS Fargate: 16 vCPU / 120 GiB) is refused at admission, and a pod asking "
             "for nothing gets the smallest (0.25 vCPU / 512 MiB), written into its requests"),
-    Feature("spec.restartPolicy", "supported", "a restart is a new machine (attempt)"),
-    Feature("spec.terminationGracePeriodSeconds", "supported",
+    Feature("spec.restartPolicy", "supported", "supported", "a restart is a new machine (attempt)"),
+    Feature("spec.terminationGracePeriodSeconds", "supported", "supported",
             "the cloud may cap it (ECS Fargate: 120 s)"),
-    Feature("spec.volumes[] kube-api-access-*", "ignored",
+    Feature("spec.initContainers", "supported", "unsupported",
+            "ECS: non-essential containers, each started after the one before exited 0 (dependsOn SUCCESS), "
+            "the app containers after the last; Fly: this Machines API runs one container per machine: fold "
+            "the step into the main container's command, or run the pod on an ECS node", _init_containers),
+    Feature("spec.initContainers[].restartPolicy", "unsupported", "unsupported",
+            "sidecar init containers (restartPolicy Always) are not supported; make the sidecar a regular "
+            "container", _sidecars),
+    Feature("spec.volumes[].emptyDir", "supported", "supported",
+            "ECS: a task volume shared by the pod's containers (medium Memory and sizeLimit count against "
+            "the task's memory/ephemeral storage, not enforced per volume); Fly: a directory of the machine's "
+            "root filesystem (one container per machine; medium and sizeLimit not enforced)"),
+    Feature("spec.volumes[].{configMap,secret,downwardAPI,projected}", "supported", "supported",
+            "files (items, defaultMode/mode, subPath) written before the containers start, from the values when "
+            "the machine was created: a ConfigMap/Secret changed later reaches the pod when it is recreated. "
+            "ECS: an init container (image LAMBDALET_ECS_FILES_IMAGE) writes them into a task volume, secret "
+            "contents come through Secrets Manager; Fly: machine `files` (modes are not honoured there; "
+            "secret contents are in that machine's config, readable by holders of an app token)"),
+    Feature("spec.volumes[] kube-api-access-*", "ignored", "ignored",
             "the service-account token volume is not mounted"),
-    Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}", "ignored",
-            "probes are not run; Ready follows the machine's Running state"),
-    Feature("spec.initContainers", "unsupported",
-            "init containers are not supported; fold the step into the main container's command",
-            _init_containers),
-    Feature("spec.containers[].env[].valueFrom", "unsupported",
-            "env from ConfigMaps/Secrets/fieldRef is not supported; use a literal value",
-            _env_value_from),
-    Feature("spec.containers[].envFrom", "unsupported",
-            "envFrom is not supported; list the variables with literal values",
-            _env_from),
-    Feature("spec.volumes", "unsupported",
-            "volumes are not supported (only the automatic kube-api-access-* token volume is accepted, and ignored)",
-            _volumes),
-    Feature("spec.containers[].volumeMounts", "unsupported",
-            "volume mounts are not supported", _volume_mounts),
-    Feature("spec.{hostNetwork,hostPID,hostIPC}", "unsupported",
+    Feature("spec.volumes[].{persistentVolumeClaim,hostPath,...}", "unsupported", "unsupported",
+            "only emptyDir, configMap, secret, downwardAPI and projected (configMap/secret/downwardAPI) volumes: "
+            "there is no host to share and cloud volumes are not supported yet; use emptyDir for scratch space "
+            "or an external store", _cloud_volumes),
+    Feature("spec.containers[].volumeMounts[].{name,mountPath,readOnly}", "supported", "supported",
+            "the volume at that path, shared by the containers that mount it"),
+    Feature("spec.containers[].volumeMounts[].subPath", "unsupported", "supported",
+            "ECS binds whole volumes only: mount the volume at a directory (or use items to pick files); "
+            "Fly: the one file at the mount path", _sub_paths),
+    Feature("spec.containers[].volumeMounts[] (others)", "unsupported", "unsupported",
+            "subPathExpr and mountPropagation are not supported, and a mount must name a volume of the pod; "
+            "use mountPath/readOnly/subPath", _mount_options),
+    Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}.exec", "supported", "ignored",
+            "ECS: the container healthCheck (readiness, else liveness, else startup; period, timeout, "
+            "failureThreshold, initialDelaySeconds); the pod is Ready once it reports HEALTHY; Fly: not run "
+            "(its checks are http/tcp only)"),
+    Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}.{httpGet,tcpSocket}", "ignored",
+            "supported",
+            "ECS: not run (a healthCheck is a command inside the container, which may have no HTTP client); "
+            "Ready follows the task's Running state. Fly: machine `checks` (http/tcp); "
+            "Ready follows the machine's state"),
+    Feature("spec.imagePullSecrets", "supported", "unsupported",
+            "ECS: the registry credentials of the first kubernetes.io/dockerconfigjson Secret whose registry "
+            "matches an image go to Secrets Manager and the container's repositoryCredentials; Fly: this API "
+            "has no per-machine registry auth: push the image to registry.fly.io or a public registry",
+            _image_pull_secrets),
+    Feature("spec.{hostNetwork,hostPID,hostIPC}", "unsupported", "unsupported",
             "there is no host to share on a virtual node; remove it", _host_namespaces),
-    Feature("spec.containers[].securityContext.privileged", "unsupported",
+    Feature("spec.containers[].securityContext.privileged", "unsupported", "unsupported",
             "privileged containers cannot run on the virtual node", _privileged),
-    Feature("spec.containers[].ports[].{hostPort,protocol}", "unsupported",
+    Feature("spec.containers[].ports[].{hostPort,protocol}", "unsupported", "unsupported",
             "hostPort must be unset or equal containerPort; protocol must be TCP or UDP", _ports),
 )
 
 
-def unsupported(pod: dict) -> list[tuple[str, str]]:
-    """Every use of an unsupported feature: ``[(field path, what to do)]``."""
+def unsupported(pod: dict, backend: str | None = None) -> list[tuple[str, str]]:
+    """Every use of a feature ``backend`` cannot run (None: no backend can):
+    ``[(field path, what to do)]``."""
     out: list[tuple[str, str]] = []
+    backend = backend if backend in BACKENDS else None
     for f in FEATURES:
-        if f.status == "unsupported" and f.check is not None:
+        refused = [f.status(b) == "unsupported" for b in BACKENDS] if backend is None else [
+            f.status(backend) == "unsupported"]
+        if all(refused) and f.check is not None:
             out.extend((path, f.note) for path in f.check(pod))
     return out
 
@@ -244,21 +290,6 @@ def unsupported(pod: dict) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------
 # Translation
 # --------------------------------------------------------------------------
-
-_VAR_REF = re.compile(r"\$\$|\$\(([A-Za-z_][A-Za-z0-9_.-]*)\)")
-
-
-def expand(text: str, env: dict[str, str]) -> str:
-    """Kubernetes $(VAR) expansion: defined vars are replaced, ``$$`` escapes
-    ``$``, undefined references stay as they are."""
-
-    def sub(m: re.Match) -> str:
-        if m.group(0) == "$$":
-            return "$"
-        name = m.group(1)
-        return env[name] if name in env else m.group(0)
-
-    return _VAR_REF.sub(sub, text)
 
 
 def _str_list(value: Any, field: str) -> tuple[str, ...] | None:
@@ -269,31 +300,54 @@ def _str_list(value: Any, field: str) -> tuple[str, ...] | None:
     return tuple(value)
 
 
-def _container(path: str, c: dict) -> ContainerSpec:
+def _seconds(probe: dict, key: str, default: int) -> int:
+    value = probe.get(key)
+    return default if value is None else int(value)
+
+
+def _probe(probe: Any) -> ExecProbe | CheckProbe | None:
+    if not isinstance(probe, dict):
+        return None
+    timing = {"initial_delay": _seconds(probe, "initialDelaySeconds", 0), "period": _seconds(probe, "periodSeconds", 10),
+              "timeout": _seconds(probe, "timeoutSeconds", 1)}
+    if isinstance(probe.get("exec"), dict) and probe["exec"].get("command"):
+        return ExecProbe(command=tuple(str(x) for x in probe["exec"]["command"]),
+                         failure_threshold=_seconds(probe, "failureThreshold", 3), **timing)
+    for kind, key in (("http", "httpGet"), ("tcp", "tcpSocket")):
+        spec = probe.get(key)
+        if isinstance(spec, dict) and isinstance(spec.get("port"), int):  # named ports: not resolved
+            return CheckProbe(kind=kind, port=spec["port"], path=str(spec.get("path") or "/"), **timing)
+    return None
+
+
+def _container(pod: dict, node: str, path: str, c: dict, sources: Sources | None) -> ContainerSpec:
     name, image = c.get("name"), c.get("image")
     if not name:
         raise UnsupportedPod([(f"{path}.name", "a container needs a name")])
     if not image:
         raise UnsupportedPod([(f"{path}.image", "a container needs an image")])
-    env: list[tuple[str, str]] = []
-    resolved: dict[str, str] = {}
-    for j, e in enumerate(c.get("env") or []):
-        value = expand(str(e.get("value", "")), resolved)  # env may refer to earlier env
-        env.append((e["name"], value))
-        resolved[e["name"]] = value
+    env, secret_env = pv.env_of(pod, node, c, sources)
+    resolved = dict(env)
     command = _str_list(c.get("command"), f"{path}.command")
     args = _str_list(c.get("args"), f"{path}.args")
     ports = tuple(
         PortSpec(container_port=int(p["containerPort"]), protocol=p.get("protocol", "TCP"))
         for p in c.get("ports") or []
     )
+    mounts = tuple(MountSpec(volume=m["name"], path=m["mountPath"], read_only=bool(m.get("readOnly")),
+                             sub_path=str(m.get("subPath") or ""))
+                   for m in c.get("volumeMounts") or [] if m.get("name") not in _token_volume_names(pod))
     return ContainerSpec(
         name=name,
         image=image,
         command=tuple(expand(x, resolved) for x in command) if command is not None else None,
         args=tuple(expand(x, resolved) for x in args) if args is not None else None,
         env=tuple(env),
+        secret_env=tuple(secret_env),
         ports=ports,
+        mounts=mounts,
+        probes=Probes(liveness=_probe(c.get("livenessProbe")), readiness=_probe(c.get("readinessProbe")),
+                      startup=_probe(c.get("startupProbe"))),
     )
 
 
@@ -313,20 +367,64 @@ def _resources(path: str, c: dict) -> tuple[int, int]:
 
 def pod_size(pod: dict) -> tuple[int, int]:
     """What the machine must hold: (millicores, MiB), the sum over containers of
-    max(request, limit), as ``machine_spec`` computes it. Raises UnsupportedPod
-    on a malformed quantity."""
+    max(request, limit), as ``machine_spec`` computes it (init containers run
+    before, alone: the machine is at least as large as the largest of them).
+    Raises UnsupportedPod on a malformed quantity."""
     cpu = mem = 0
     for path, c in _containers(pod):
         c_cpu, c_mem = _resources(path, c)
         cpu, mem = cpu + c_cpu, mem + c_mem
+    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
+        i_cpu, i_mem = _resources(f"spec.initContainers[{i}]", c)
+        cpu, mem = max(cpu, i_cpu), max(mem, i_mem)
     return cpu, mem
 
 
-def machine_spec(pod: dict, node: str, attempt: int) -> MachineSpec:
+def _registry(image: str) -> str:
+    """The registry host of an image reference (docker.io when it names none)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
+def registry_auths(pod: dict, sources: Sources | None) -> tuple[RegistryAuth, ...]:
+    """Credentials from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson),
+    for the registries its images come from."""
+    import base64
+    import json
+
+    if sources is None:
+        return ()
+    wanted = {_registry(str(c.get("image") or "")) for _, c in _all_containers(pod)}
+    out: dict[str, RegistryAuth] = {}
+    for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
+        obj = sources.get("Secret", str(ref.get("name")))
+        if obj is None:
+            continue
+        raw = pv.entries(obj, "Secret").get(".dockerconfigjson")
+        try:
+            auths = json.loads(raw or b"{}").get("auths") or {}
+        except ValueError:
+            continue
+        for host, entry in auths.items():
+            registry = host.removeprefix("https://").split("/", 1)[0]
+            registry = "docker.io" if registry in ("index.docker.io", "registry-1.docker.io") else registry
+            if registry not in wanted or registry in out or not isinstance(entry, dict):
+                continue
+            user, password = entry.get("username"), entry.get("password")
+            if (not user or not password) and entry.get("auth"):
+                user, _, password = base64.b64decode(entry["auth"]).decode(errors="replace").partition(":")
+            if user and password:
+                out[registry] = RegistryAuth(registry=registry, username=user, password=password, secret=ref["name"])
+    return tuple(out.values())
+
+
+def machine_spec(pod: dict, node: str, attempt: int, sources: Sources | None = None) -> MachineSpec:
     """The MachineSpec for run ``attempt`` of ``pod`` on ``node``.
 
-    Raises UnsupportedPod (a ValueError) naming every field this version
-    cannot run, or a malformed field.
+    ``sources``: the pod's ConfigMaps and Secrets as read (``pod_values.references``
+    names them); None leaves their values out (``references`` says what is missing).
+    Raises UnsupportedPod (a ValueError) naming every field no backend can run,
+    or a malformed field; MissingReference when a needed ConfigMap/Secret/key is absent.
     """
     problems = unsupported(pod)
     if problems:
@@ -339,12 +437,16 @@ def machine_spec(pod: dict, node: str, attempt: int) -> MachineSpec:
     containers = list(_containers(pod))
     if not containers:
         raise UnsupportedPod([("spec.containers", "a pod needs at least one container")])
-    cpu = mem = 0
-    specs = []
-    for path, c in containers:
-        specs.append(_container(path, c))
-        c_cpu, c_mem = _resources(path, c)
-        cpu, mem = cpu + c_cpu, mem + c_mem
+    try:
+        specs = [_container(pod, node, path, c, sources) for path, c in containers]
+        inits = [_container(pod, node, f"spec.initContainers[{i}]", c, sources)
+                 for i, c in enumerate(spec.get("initContainers") or [])]
+        volumes = [pv.volume_of(pod, node, v, sources) for v in spec.get("volumes") or [] if not _is_token_volume(v)]
+    except (KeyError, TypeError, ValueError) as err:
+        if isinstance(err, (UnsupportedPod, MissingReference)):
+            raise
+        raise UnsupportedPod([("spec", f"malformed: {type(err).__name__} {err}")]) from None
+    cpu, mem = pod_size(pod)
     grace = spec.get("terminationGracePeriodSeconds")
     return MachineSpec(
         pod=PodRef(
@@ -353,6 +455,10 @@ def machine_spec(pod: dict, node: str, attempt: int) -> MachineSpec:
         node=node,
         attempt=attempt,
         containers=tuple(specs),
+        init_containers=tuple(inits),
+        volumes=tuple(volumes),
+        registry_auth=registry_auths(pod, sources),
+        references=pv.references(pod, token_volume=_is_token_volume),
         cpu_millis=cpu,
         memory_mib=mem,
         restart_policy=spec.get("restartPolicy") or "Always",

@@ -25,7 +25,7 @@ MACHINE_LOST = "MachineLost"
 
 
 def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datetime,
-                sandbox: bool = False) -> list[dict]:
+                sandbox: bool = False, initialized: bool = True) -> list[dict]:
     """The kubelet's conditions, keeping lastTransitionTime where the status did not change.
 
     PodReadyToStartContainers (KEP-3085, on by default since 1.29, GA in 1.34): a v1.36
@@ -37,7 +37,7 @@ def _conditions(pod: dict, ready: bool, not_ready_reason: str | None, now: datet
     wanted = {
         "PodScheduled": ("True", None),
         "PodReadyToStartContainers": ("True" if sandbox else "False", None),
-        "Initialized": ("True", None),
+        "Initialized": ("True", None) if initialized else ("False", "ContainersNotInitialized"),
         "ContainersReady": ("True", None) if ready else ("False", not_ready_reason),
         "Ready": ("True", None) if ready else ("False", not_ready_reason),
     }
@@ -97,19 +97,36 @@ def _runs(machine: Machine | None) -> dict[str, ContainerRun]:
     return {run.name: run for run in machine.containers} if machine else {}
 
 
+def _probe_gated(pod: dict, container: dict) -> bool:
+    """Does this container's readiness wait for the cloud's health check? Exec
+    probes become ECS health checks; Fly runs none (pod_spec.FEATURES)."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    probes = [container.get(k) or {} for k in ("readinessProbe", "livenessProbe", "startupProbe")]
+    return annotations.get("lambdalet.io/backend") != "fly" and any("exec" in p for p in probes)
+
+
+def _ready(pod: dict, container: dict, state: dict, run: ContainerRun | None) -> bool:
+    if "running" not in state:
+        return False
+    verdict = run.ready if run else None
+    return verdict is True if _probe_gated(pod, container) else verdict is not False
+
+
 def _container_statuses(
     pod: dict,
     current: dict[str, dict],
     runs: dict[str, ContainerRun],
     last: dict[str, ContainerRun],
     restart_count: int,
+    kind: str = "containers",
 ) -> list[dict]:
     # Without the previous machine at hand (fast paths), keep the lastState we showed.
+    field = "containerStatuses" if kind == "containers" else "initContainerStatuses"
     shown = {s.get("name"): s.get("lastState") or {}
-             for s in (pod.get("status") or {}).get("containerStatuses") or []
+             for s in (pod.get("status") or {}).get(field) or []
              if s.get("restartCount", 0) == restart_count}
     out = []
-    for container in pod["spec"]["containers"]:
+    for container in pod["spec"].get(kind) or []:
         name = container["name"]
         run = runs.get(name)
         state = current.get(name) or container_state(run)
@@ -117,7 +134,8 @@ def _container_statuses(
             "name": name,
             "image": container["image"],
             "imageID": (run.image_id if run and run.image_id else ""),
-            "ready": "running" in state,
+            "ready": _ready(pod, container, state, run) if kind == "containers" else (
+                state.get("terminated", {}).get("exitCode") == 0),
             "started": "running" in state,
             "restartCount": restart_count,
             "state": state,
@@ -169,14 +187,22 @@ def running_status(
         reason, message = waiting
         state = {"waiting": {"reason": reason, "message": message}}
         forced = {c["name"]: state for c in pod["spec"]["containers"]}
+    inits = _container_statuses(pod, {}, runs, _runs(previous), restart_count, kind="initContainers")
+    initialized = all(s["ready"] for s in inits)
+    if not initialized and not waiting:  # as kubelet: app containers wait while init containers run
+        forced = {c["name"]: {"waiting": {"reason": "PodInitializing"}} for c in pod["spec"]["containers"]}
     statuses = _container_statuses(pod, forced, runs, _runs(previous), restart_count)
     ready = bool(statuses) and all(s["ready"] for s in statuses)
     was_running = (pod.get("status") or {}).get("phase") == "Running"
-    phase = "Running" if (machine and machine.phase != MachinePhase.PENDING) or was_running or restart_count else "Pending"
+    phase = "Running" if (machine and machine.phase != MachinePhase.PENDING and initialized) or was_running \
+        or restart_count else "Pending"
     status = _base(pod, phase, now, machine)
     sandbox = machine is not None and (machine.phase in (MachinePhase.RUNNING, MachinePhase.STOPPING)
                                        or machine.phase == MachinePhase.PENDING and bool(machine.ip))
-    status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now, sandbox)
+    status["conditions"] = _conditions(pod, ready, None if ready else "ContainersNotReady", now, sandbox,
+                                       initialized=initialized)
+    if inits:
+        status["initContainerStatuses"] = inits
     status["containerStatuses"] = statuses
     return status
 
@@ -209,11 +235,15 @@ def create_backoff(pod: dict) -> tuple[datetime, datetime] | None:
 def exited_status(pod: dict, machine: Machine, now: datetime, *, restart_count: int, previous: Machine | None) -> dict:
     """Terminal status once every container of the last machine has exited."""
     runs = _runs(machine)
+    inits = _container_statuses(pod, {}, runs, _runs(previous), restart_count, kind="initContainers")
+    initialized = all(s["ready"] for s in inits)
     statuses = _container_statuses(pod, {}, runs, _runs(previous), restart_count)
     codes = [s["state"].get("terminated", {}).get("exitCode", 1) for s in statuses]
-    phase = "Succeeded" if all(code == 0 for code in codes) else "Failed"
+    phase = "Succeeded" if initialized and all(code == 0 for code in codes) else "Failed"
     status = _base(pod, phase, now, machine)
-    status["conditions"] = _conditions(pod, False, "PodCompleted", now)
+    status["conditions"] = _conditions(pod, False, "PodCompleted", now, initialized=initialized)
+    if inits:
+        status["initContainerStatuses"] = inits
     status["containerStatuses"] = statuses
     return status
 

@@ -68,6 +68,10 @@ class Settings(BaseSettings):
     # ECS Exec (`aws ecs execute-command`) on the tasks: RunTask enableExecuteCommand. The task
     # role then needs the ssmmessages:* actions ECS Exec documents.
     ecs_exec: bool = False
+    # Where pods' Secret values are mirrored in Secrets Manager (the execution role reads them there).
+    ecs_secrets_prefix: str = Field("lambdalet/pod-secrets/", pattern=r"^[A-Za-z0-9/_+=.@-]+/$")
+    # The small public image that writes configMap/secret/downwardAPI volumes before a pod's containers start.
+    ecs_files_image: str = "public.ecr.aws/docker/library/busybox:1.37"
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
     # Fly Machines: required when backend == "fly" (see _backend_settings)
     fly_api_url: str = Field("https://api.machines.dev", pattern=r"^https?://")

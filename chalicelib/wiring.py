@@ -34,8 +34,13 @@ def build_backend(config: Settings):
                         scope=config.fly_app)
         return FlyBackend(api, region=config.fly_region, fallback_regions=config.fly_fallback_regions,
                           claims=claims)
-    from chalicelib.machines.ecs import EcsBackend
+    import boto3
 
+    from chalicelib.machines.ecs import EcsBackend
+    from chalicelib.machines.secret_store import SecretStore
+
+    store = SecretStore(boto3.client("secretsmanager", region_name=config.region), config.ecs_secrets_prefix,
+                        scope=config.ecs_cluster)
     return EcsBackend(
         ecs_client(config.region),
         cluster=config.ecs_cluster,
@@ -47,6 +52,8 @@ def build_backend(config: Settings):
         log_group=config.ecs_log_group,
         exec_enabled=config.ecs_exec,
         region=config.region,
+        secrets=store,
+        files_image=config.ecs_files_image,
     )
 
 
@@ -152,8 +159,8 @@ def webhook_tokens(config: Settings):
 
 # The settings a backend instance is built from (node capacity is not one).
 PER_BACKEND = {"backend", "region", "ecs_cluster", "ecs_subnets", "ecs_security_groups", "ecs_assign_public_ip",
-               "ecs_execution_role_arn", "ecs_task_role_arn", "ecs_log_group", "ecs_exec", "fly_api_url",
-               "fly_platform_url", "fly_app", "fly_region",
+               "ecs_execution_role_arn", "ecs_task_role_arn", "ecs_log_group", "ecs_exec", "ecs_secrets_prefix",
+               "ecs_files_image", "fly_api_url", "fly_platform_url", "fly_app", "fly_region",
                "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 

@@ -78,6 +78,23 @@ def function_policy(outputs: Mapping[str, str], *, region: str, account: str, pa
                 "Resource": "*",
             },
             {
+                # Pod Secret values mirrored for ECS (chalicelib/machines/secret_store.py): only under the
+                # stack's prefix, which the execution role reads and nothing else of lambdalet's uses.
+                "Sid": "PodSecretMirrors",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:CreateSecret", "secretsmanager:DescribeSecret", "secretsmanager:TagResource",
+                           "secretsmanager:UntagResource", "secretsmanager:RestoreSecret",
+                           "secretsmanager:DeleteSecret"],
+                "Resource": arn.format(service="secretsmanager", resource=f"secret:{outputs['PodSecretsPrefix']}*"),
+            },
+            {
+                # ListSecrets has no resource-level permission; the sweep filters by name prefix and tag.
+                "Sid": "PodSecretMirrorsListing",
+                "Effect": "Allow",
+                "Action": ["secretsmanager:ListSecrets"],
+                "Resource": "*",
+            },
+            {
                 "Sid": "PassTaskRoles",
                 "Effect": "Allow",
                 "Action": ["iam:PassRole"],

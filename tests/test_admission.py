@@ -106,13 +106,15 @@ CASES = [
     ("hostNetwork", lambda p: spec(p).update(hostNetwork=True), "spec.hostNetwork"),
     ("hostPID", lambda p: spec(p).update(hostPID=True), "spec.hostPID"),
     ("hostPath", lambda p: spec(p)["volumes"].append(HOST_PATH), "spec.volumes[1]"),
-    ("emptyDir", lambda p: spec(p)["volumes"].append({"name": "scratch", "emptyDir": {}}), "spec.volumes[1]"),
+    ("persistentVolumeClaim", lambda p: spec(p)["volumes"].append({"name": "data", "persistentVolumeClaim": {"claimName": "d"}}),
+     "spec.volumes[1]"),
     ("privileged", lambda p: c0(p).update(securityContext={"privileged": True}),
      "spec.containers[0].securityContext.privileged"),
-    ("initContainers", lambda p: spec(p).update(initContainers=[{"name": "i", "image": "busybox"}]),
-     "spec.initContainers"),
-    ("secret env", lambda p: c0(p).update(env=[{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-     "spec.containers[0].env[0].valueFrom"),
+    ("sidecar initContainers", lambda p: spec(p).update(initContainers=[{"name": "i", "image": "busybox",
+                                                                          "restartPolicy": "Always"}]),
+     "spec.initContainers[0].restartPolicy"),
+    ("podIP env", lambda p: c0(p).update(env=[{"name": "IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]),
+     "spec.containers[0].env[0].valueFrom.fieldRef"),
     ("too much cpu", lambda p: c0(p).update(resources={"requests": {"cpu": "17"}}), "spec.containers[].resources"),
     ("too much memory", lambda p: c0(p).update(resources={"limits": {"memory": "121Gi"}}),
      "spec.containers[].resources"),
@@ -318,3 +320,37 @@ def test_each_node_is_judged_by_its_own_backends_sizes():
     assert {"op": "add", "path": "/spec/containers/0/resources/requests",
             "value": {"cpu": "62m", "memory": "256Mi"}} in patch
     assert any(op.get("value", {}).get("lambdalet.io/backend") == "fly" for op in patch if isinstance(op.get("value"), dict))
+
+
+def test_workload_features_are_judged_by_the_nodes_backend():
+    """Init containers, imagePullSecrets and subPath run on ECS; a Fly node refuses them, saying what to do."""
+    nodes = {"vk-ecs": node_object("vk-ecs", "ecs", "us-east-1", CAPACITY, NOW),
+             "vk-fly": node_object("vk-fly", "fly", "ams", CAPACITY, NOW)}
+    from chalicelib.machines.fly_guest import SIZES as FLY
+
+    sizes = {"vk-ecs": FARGATE, "vk-fly": FLY}
+
+    def on(node, change):
+        def both(p):
+            p["spec"]["nodeSelector"] = {"kubernetes.io/hostname": node}
+            p["spec"]["tolerations"] = [{"key": "virtual-kubelet.io/provider", "operator": "Exists"}]
+            change(p)
+        return create(both)
+
+    init = lambda p: spec(p).update(initContainers=[{"name": "migrate", "image": "busybox"}])  # noqa: E731
+    pull = lambda p: spec(p).update(imagePullSecrets=[{"name": "regcred"}])  # noqa: E731
+    sub = lambda p: (spec(p)["volumes"].append({"name": "conf", "configMap": {"name": "c"}}),  # noqa: E731
+                     c0(p).update(volumeMounts=[{"name": "conf", "mountPath": "/etc/x.conf", "subPath": "x.conf"}]))
+    env = lambda p: c0(p).update(  # noqa: E731
+        env=[{"name": "T", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}],
+        envFrom=[{"configMapRef": {"name": "c"}, "prefix": "C_"}])
+    for change in (init, pull, env):
+        assert A.validate(on("vk-ecs", change), nodes, sizes).allowed
+    for change in (env, sub):
+        assert A.validate(on("vk-fly", change), nodes, sizes).allowed
+    refused = A.validate(on("vk-fly", init), nodes, sizes)
+    assert not refused.allowed and "spec.initContainers" in refused.message and "fold the step" in refused.message
+    refused = A.validate(on("vk-fly", pull), nodes, sizes)
+    assert not refused.allowed and "registry.fly.io" in refused.message
+    refused = A.validate(on("vk-ecs", sub), nodes, sizes)
+    assert not refused.allowed and "volumeMounts[0].subPath" in refused.message

@@ -15,8 +15,8 @@ START, END = "<!-- features:start (generated from chalicelib/pod_spec.FEATURES) 
 
 
 def render() -> str:
-    rows = ["| pod field | lambdalet | what happens / what to do |", "| --- | --- | --- |"]
-    rows += [f"| `{f.field}` | {f.status} | {f.note.replace('|', '/')} |" for f in FEATURES]
+    rows = ["| pod field | ECS Fargate | Fly Machines | what happens / what to do |", "| --- | --- | --- | --- |"]
+    rows += [f"| `{f.field}` | {f.ecs} | {f.fly} | {f.note.replace('|', '/')} |" for f in FEATURES]
     return "\n".join([START, *rows, END])
 
 

@@ -118,11 +118,13 @@ def test_expand_escapes_and_leaves_unknown_refs():
 @pytest.mark.parametrize(
     ("mutate", "field"),
     [
-        (lambda p: p["spec"].update(initContainers=[{"name": "i", "image": "x"}]), "spec.initContainers"),
-        (lambda p: p["spec"]["containers"][0].update(env=[{"name": "A", "valueFrom": {"secretKeyRef": {"name": "s", "key": "k"}}}]),
-         "spec.containers[0].env[0].valueFrom"),
-        (lambda p: p["spec"]["containers"][0].update(envFrom=[{"configMapRef": {"name": "c"}}]), "spec.containers[0].envFrom"),
-        (lambda p: p["spec"].update(volumes=[{"name": "data", "emptyDir": {}}]), "spec.volumes[0] (data)"),
+        (lambda p: p["spec"].update(initContainers=[{"name": "i", "image": "x", "restartPolicy": "Always"}]),
+         "spec.initContainers[0].restartPolicy"),
+        (lambda p: p["spec"]["containers"][0].update(env=[{"name": "A", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}}]),
+         "spec.containers[0].env[0].valueFrom.fieldRef"),
+        (lambda p: p["spec"].update(volumes=[{"name": "data", "persistentVolumeClaim": {"claimName": "c"}}]),
+         "spec.volumes[0] (data: persistentVolumeClaim)"),
+        (lambda p: p["spec"].update(volumes=[{"name": "h", "hostPath": {"path": "/"}}]), "spec.volumes[0] (h: hostPath)"),
         (lambda p: p["spec"]["containers"][0].update(volumeMounts=[{"name": "data", "mountPath": "/d"}]),
          "spec.containers[0].volumeMounts[0]"),
         (lambda p: p["spec"].update(hostNetwork=True), "spec.hostNetwork"),
@@ -148,7 +150,9 @@ def test_unsupported_features_name_the_field(mutate, field):
 
 def test_all_violations_are_reported_at_once():
     p = pod(hostNetwork=True, initContainers=[{"name": "i", "image": "x"}])
-    assert [path for path, _ in unsupported(p)] == ["spec.initContainers", "spec.hostNetwork"]
+    assert [path for path, _ in unsupported(p)] == ["spec.hostNetwork"]  # init containers run on ECS
+    assert [path for path, _ in unsupported(p, "fly")] == ["spec.initContainers", "spec.hostNetwork"]
+    assert [path for path, _ in unsupported(p, "ecs")] == ["spec.hostNetwork"]
 
 
 def test_token_volume_and_its_mount_are_accepted():
@@ -169,10 +173,9 @@ def test_privileged_false_and_host_port_equal_are_fine():
 
 
 def test_feature_table_is_one_table_with_checks_for_every_unsupported_row():
-    statuses = {f.status for f in FEATURES}
-    assert statuses == {"supported", "ignored", "unsupported"}
-    assert all(f.check is not None for f in FEATURES if f.status == "unsupported")
-    assert all(f.check is None for f in FEATURES if f.status != "unsupported")
+    for backend in ("ecs", "fly"):
+        assert {f.status(backend) for f in FEATURES} == {"supported", "ignored", "unsupported"}
+        assert all(f.check is not None for f in FEATURES if f.status(backend) == "unsupported")
 
 
 def test_missing_identity_or_containers():

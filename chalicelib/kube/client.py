@@ -105,6 +105,14 @@ class KubeClient:
         body = {"gracePeriodSeconds": 0, "preconditions": {"uid": uid}}
         return self._send(self.core.delete_namespaced_pod, name, namespace, body=body, absent=(404, 409)) is not None
 
+    # what pods reference ------------------------------------------------
+    def get_config_map(self, namespace: str, name: str) -> dict | None:
+        return self._send(self.core.read_namespaced_config_map, name, namespace, absent=(404,))
+
+    def get_secret(self, namespace: str, name: str) -> dict | None:
+        """A Secret the pod references. Its values go to the backend only, never to a log or an error."""
+        return self._send(self.core.read_namespaced_secret, name, namespace, absent=(404,))
+
     # events -------------------------------------------------------------
     def create_event(self, namespace: str, event: dict) -> bool:
         """Create a core/v1 Event; False when one of that name exists already."""

@@ -20,7 +20,7 @@ from datetime import datetime
 from collections.abc import Iterable
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
 
 class PodRef(BaseModel):
@@ -40,6 +40,63 @@ class PortSpec(BaseModel):
     protocol: Literal["TCP", "UDP"] = "TCP"
 
 
+class SecretRef(BaseModel):
+    """A value taken from a Kubernetes Secret. The value is a ``SecretStr``: it
+    never shows in a repr, a log line or ``model_dump_json``; backends read it
+    with ``get_secret_value()`` only to hand it to the cloud's secret store."""
+
+    model_config = ConfigDict(frozen=True)
+
+    secret: str  # the Kubernetes Secret's name (in the pod's namespace)
+    key: str
+    value: SecretStr
+
+
+class ExecProbe(BaseModel):
+    """A Kubernetes exec probe, in seconds."""
+
+    model_config = ConfigDict(frozen=True)
+
+    command: tuple[str, ...]
+    initial_delay: int = 0
+    period: int = 10
+    timeout: int = 1
+    failure_threshold: int = 3
+
+
+class CheckProbe(BaseModel):
+    """A Kubernetes httpGet/tcpSocket probe: something the network can check."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["http", "tcp"]
+    port: int
+    path: str = "/"
+    initial_delay: int = 0
+    period: int = 10
+    timeout: int = 1
+
+
+class Probes(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    liveness: ExecProbe | CheckProbe | None = None
+    readiness: ExecProbe | CheckProbe | None = None
+    startup: ExecProbe | CheckProbe | None = None
+
+
+class MountSpec(BaseModel):
+    """A volumeMount: ``volume`` (a VolumeSpec name) at ``path``; ``sub_path``
+    mounts one entry of the volume instead of all of it."""
+
+    model_config = ConfigDict(frozen=True)
+
+    volume: str
+    path: str
+    read_only: bool = False
+    sub_path: str = ""
+
+
 class ContainerSpec(BaseModel):
     """One container of the pod, as the backend must run it."""
 
@@ -49,8 +106,59 @@ class ContainerSpec(BaseModel):
     image: str
     command: tuple[str, ...] | None = None  # Kubernetes `command` = entrypoint
     args: tuple[str, ...] | None = None  # Kubernetes `args` = cmd
-    env: tuple[tuple[str, str], ...] = ()  # literal env, in pod order
+    # Literal env, in pod order: values, ConfigMap values, fieldRef/resourceFieldRef, all resolved.
+    env: tuple[tuple[str, str], ...] = ()
+    # Env taken from Secrets: never written where the machine's definition is readable.
+    secret_env: tuple[tuple[str, SecretRef], ...] = ()
     ports: tuple[PortSpec, ...] = ()
+    mounts: tuple[MountSpec, ...] = ()
+    probes: Probes = Probes()
+
+
+class FileSpec(BaseModel):
+    """One file of a configMap/secret/downwardAPI/projected volume."""
+
+    model_config = ConfigDict(frozen=True)
+
+    path: str  # relative to the volume's root
+    content: SecretStr  # base64 of the bytes (a SecretStr whatever the source: one type, never printed)
+    mode: int = 0o644
+    secret: bool = False  # from a Secret: travels only through the cloud's secret store
+    source: str = ""  # "secret/<name>/<key>", "configmap/<name>/<key>", "downwardAPI/<path>": for names and messages
+
+
+class VolumeSpec(BaseModel):
+    """A pod volume the machine provides: scratch space shared by the
+    containers (``emptyDir``) or files written before the containers start."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    kind: Literal["emptyDir", "files"]
+    memory: bool = False  # emptyDir medium Memory
+    size_limit_mib: int | None = None
+    files: tuple[FileSpec, ...] = ()
+
+
+class Reference(BaseModel):
+    """A ConfigMap or Secret the pod needs, in its namespace."""
+
+    model_config = ConfigDict(frozen=True)
+
+    kind: Literal["ConfigMap", "Secret"]
+    name: str
+    optional: bool = False
+
+
+class RegistryAuth(BaseModel):
+    """Credentials for the registry of the pod's images (from imagePullSecrets)."""
+
+    model_config = ConfigDict(frozen=True)
+
+    registry: str
+    username: SecretStr
+    password: SecretStr
+    secret: str  # the Kubernetes Secret it came from
 
 
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
@@ -65,6 +173,13 @@ class MachineSpec(BaseModel):
     node: str
     attempt: int = 0
     containers: tuple[ContainerSpec, ...] = Field(min_length=1)
+    # Run first, in order, each to success, before ``containers`` start.
+    init_containers: tuple[ContainerSpec, ...] = ()
+    volumes: tuple[VolumeSpec, ...] = ()
+    registry_auth: tuple[RegistryAuth, ...] = ()
+    # The ConfigMaps/Secrets this spec's values came from (or would, once read):
+    # a spec built without them (``sources=None``) leaves those values out.
+    references: tuple[Reference, ...] = ()
     # Sum over containers of max(request, limit); 0 means "nothing asked".
     cpu_millis: int = 0
     memory_mib: int = 0
@@ -122,6 +237,8 @@ class ContainerRun(BaseModel):
     finished_at: datetime | None = None
     image_id: str | None = None  # digest, where the cloud reports one
     container_id: str | None = None  # e.g. "ecs://<runtime id>"
+    # The cloud's health check verdict (ECS healthStatus): None when it has none to give.
+    ready: bool | None = None
 
 
 class Machine(BaseModel):
@@ -252,6 +369,13 @@ class MachineBackend(Protocol):
 
     def get(self, machine_id: str) -> Machine | None:
         """One machine, or None when it no longer exists."""
+        ...
+
+    def collect(self, machines: Iterable[Machine]) -> int:
+        """Delete what the backend keeps in the cloud for machines (e.g. ECS's
+        Secrets Manager mirrors of pod Secret values) that none of ``machines``
+        (every machine of every node it serves, as just listed) needs any more.
+        Returns how many things were deleted. Safe to call again."""
         ...
 
     def delete(self, machine_id: str, grace_seconds: int, reason: str) -> None:

@@ -59,6 +59,12 @@ def reconcile(world: World, budget: float | None = None, only: list[str] | None 
                 log.exception("reconcile of %s failed", name)
                 report[name] = {"error": f"{type(err).__name__}: {err}"}
             log.info("reconciled %s: %s", name, report[name])
+        try:  # what the cloud keeps for machines that are gone (ECS: mirrored pod secrets)
+            collected = backend.collect([m for name in names for m in listed[name]])
+            if collected:
+                log.info("collected %d leftovers of %s", collected, backend.name)
+        except Exception:  # noqa: BLE001 - the next run sweeps again
+            log.exception("collecting leftovers of %s failed", backend.name)
     return report
 
 

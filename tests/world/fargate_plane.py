@@ -196,6 +196,10 @@ def _commands(script: str) -> list[tuple[str, list[str]]]:
     return out
 
 
+# Commands that finish at once and succeed here (lambdalet's files writer uses them).
+_QUICK = ("set", "mkdir", "printf", "base64", "chmod", "rm", "cat", "touch", "cp", "test")
+
+
 def _run_script(script: str) -> Program:
     elapsed, code, skip = 0.0, 0, False
     printed: list[tuple[float, str]] = []
@@ -222,7 +226,7 @@ def _run_script(script: str) -> Program:
         elif cmd == "echo":
             printed.append((elapsed, " ".join(args)))
             code = 0
-        elif cmd in ("true", ":"):
+        elif cmd in ("true", ":", *_QUICK):
             code = 0
         elif cmd == "false":
             code = 1
@@ -268,6 +272,11 @@ class _Run:
     digest: str | None = None
     log: dict | None = None  # awslogs options of the container definition
     printed: int = 0  # lines of program.output written so far
+    essential: bool = True
+    depends_on: list = field(default_factory=list)  # [(container name, condition)]
+    health_check: list | None = None  # the healthCheck command, if any
+    health: str = "UNKNOWN"
+    started_at: datetime | None = None
 
 
 @dataclass
@@ -567,6 +576,9 @@ class FargatePlane:
                 stop_timeout=int(cd.get("stopTimeout", 30)),
                 log=((cd.get("logConfiguration") or {}).get("options")
                      if (cd.get("logConfiguration") or {}).get("logDriver") == "awslogs" else None),
+                essential=cd.get("essential", True) is not False,
+                depends_on=[(d["containerName"], d["condition"]) for d in cd.get("dependsOn") or []],
+                health_check=(cd.get("healthCheck") or {}).get("command"),
             )
             for cd in td.container_definitions
         ]
@@ -618,7 +630,7 @@ class FargatePlane:
                 "networkInterfaces": (
                     [{"attachmentId": attachment_id, "privateIpv4Address": ip}] if ip else []
                 ),
-                "healthStatus": "UNKNOWN",
+                "healthStatus": run.health,
                 "cpu": "0",
             }
             if run.runtime_id:
@@ -634,7 +646,7 @@ class FargatePlane:
 
     @staticmethod
     def _signature(task, state: _TaskState) -> tuple:
-        return (task.last_status, task.desired_status, tuple((r.status, r.exit_code) for r in state.runs))
+        return (task.last_status, task.desired_status, tuple((r.status, r.exit_code, r.health) for r in state.runs))
 
     def _request_stop(self, backend, task, reason: str, stop_code: str, abrupt: bool = False) -> None:
         state = self._states.get(task.task_arn) or self._adopt(backend, task)
@@ -766,10 +778,7 @@ class FargatePlane:
             task.pull_stopped_at = now
             task.status = "RUNNING"
             task.started_at = now
-            for run in state.runs:
-                run.status = "RUNNING"
-                run.runtime_id = f"{task.id}-{int(hashlib.sha256(run.name.encode()).hexdigest()[:8], 16) % 10**10:010d}"
-                run.digest = "sha256:" + hashlib.sha256(run.image.encode()).hexdigest()
+            self._start_ready(task, state, now)
         elif last == "RUNNING":
             # A standalone awsvpc task stays RUNNING while its containers are
             # stopped (desiredStatus STOPPED), then DEPROVISIONING -> STOPPED;
@@ -798,16 +807,64 @@ class FargatePlane:
         ):
             task.execution_stopped_at = now
 
+    @staticmethod
+    def _start(task, run: _Run, now: datetime) -> None:
+        run.status, run.started_at = "RUNNING", now
+        run.runtime_id = f"{task.id}-{int(hashlib.sha256(run.name.encode()).hexdigest()[:8], 16) % 10**10:010d}"
+        run.digest = "sha256:" + hashlib.sha256(run.image.encode()).hexdigest()
+
+    def _start_ready(self, task, state: _TaskState, now: datetime) -> None:
+        """Start the containers whose ``dependsOn`` conditions hold (ECS
+        ContainerDependency: START = the dependency started, COMPLETE = it
+        exited, SUCCESS = it exited 0, HEALTHY = its health check passed).
+        A container whose condition can no longer hold (a SUCCESS dependency
+        exited non-zero) never starts: it stops with no exit code, and as an
+        essential container that stops the task (modelled on the documented
+        conditions; the stop reason ECS gives then is not recorded here)."""
+        runs = {r.name: r for r in state.runs}
+        changed = True
+        while changed:
+            changed = False
+            for run in state.runs:
+                if run.status != "PENDING":
+                    continue
+                verdicts = []
+                for name, condition in run.depends_on:
+                    dep = runs.get(name)
+                    done = dep is not None and dep.status == "STOPPED"
+                    if condition == "START":
+                        verdicts.append(dep is not None and dep.status in ("RUNNING", "STOPPED"))
+                    elif condition == "COMPLETE":
+                        verdicts.append(done or None)
+                    elif condition == "SUCCESS":
+                        verdicts.append(None if not done else dep.exit_code == 0)
+                    else:  # HEALTHY
+                        verdicts.append(dep is not None and dep.health == "HEALTHY" or None)
+                if any(v is False for v in verdicts):
+                    run.status = "STOPPED"
+                    run.reason = "dependency condition not met"
+                    changed = True
+                elif all(v is True for v in verdicts):
+                    self._start(task, run, now)
+                    changed = True
+
     def _run_containers(self, task, state: _TaskState, now: datetime) -> None:
-        started = task.started_at
         for run in state.runs:
             p = run.program
+            started = run.started_at or task.started_at
             if run.status == "RUNNING" and "memhog" in run.image and (now - started).total_seconds() >= p.seconds:
                 run.status, run.exit_code, run.reason = "STOPPED", 137, OOM_REASON
             elif run.status == "RUNNING" and p.exit_code is not None:
                 if (now - started).total_seconds() >= p.seconds:
                     run.status, run.exit_code = "STOPPED", p.exit_code
-        if task.desired_status != "STOPPED" and any(r.status == "STOPPED" for r in state.runs):
+            if run.status == "RUNNING" and run.health_check:
+                # A health check command "passes" unless it is plainly failing (false / exit N>0).
+                words = [w for part in run.health_check[1:] for w in str(part).split()]
+                run.health = "UNHEALTHY" if "false" in words or any(
+                    w.isdigit() and int(w) and words[i - 1] == "exit" for i, w in enumerate(words) if i) else "HEALTHY"
+        if task.desired_status != "STOPPED":
+            self._start_ready(task, state, now)
+        if task.desired_status != "STOPPED" and any(r.status == "STOPPED" and r.essential for r in state.runs):
             task.desired_status = "STOPPED"
             task.stop_code = "EssentialContainerExited"
             task.stopped_reason = "Essential container in task exited"

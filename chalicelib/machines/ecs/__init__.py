@@ -1,7 +1,8 @@
 """AWS ECS Fargate backend: each machine is one Fargate task.
 
 Modules: ``identity`` (tags, startedBy, group, clientToken; pure), ``taskdef``
-(MachineSpec -> task definition; pure), ``status`` (task/event -> Machine;
+(MachineSpec -> task definition; pure), ``workload`` (init containers, secrets
+by ARN, volumes, health checks, registry credentials in that definition; pure), ``status`` (task/event -> Machine;
 pure), ``client`` (client config, error classification), ``backend``
 (``EcsBackend``: the calls); for the kubelet API: ``logs`` (awslogs
 configuration and CloudWatch Logs reads), ``insights`` (Container Insights
@@ -28,7 +29,8 @@ Task definitions
     stopTimeout, roles). Identical pod templates (Deployment replicas) share
     one family/revision; it is registered once, on first use.
 
-    * Every container is ``essential``: a pod ends when its containers end,
+    * Every app container is ``essential`` (init containers and the files
+      writer are not: ``workload``): a pod ends when its containers end,
       and ECS stops the whole task as soon as one essential container exits.
       A pod whose sidecar outlives its main container therefore ends with the
       main container (the sidecar gets SIGTERM), which is the right outcome

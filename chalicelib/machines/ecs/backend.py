@@ -7,12 +7,13 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
-from ..contract import ContainerUsage, LogLine, Machine, MachineSpec
+from ..contract import ContainerUsage, LogLine, Machine, MachinePhase, MachineSpec, TransientMachineError
 from ..fargate_sizes import SIZES
 from . import connect, insights, logs
 from .client import _is_missing_task, _is_missing_task_definition, classify, client_config, conflicting_tasks, failure_error
 from .identity import client_token, started_by, task_group, task_tags
 from .status import is_task_state_change, machine_from_task
+from . import workload
 from .taskdef import task_definition
 
 DESCRIBE_BATCH = 100  # DescribeTasks takes at most 100 tasks
@@ -39,12 +40,16 @@ class EcsBackend:
         log_group: str = "",
         exec_enabled: bool = False,
         region: str | None = None,
+        secrets: Any = None,
+        files_image: str = workload.DEFAULT_FILES_IMAGE,
     ):
         self.ecs = ecs_client
         self.region = region or getattr(getattr(ecs_client, "meta", None), "region_name", None) or ""
         self.log_group = log_group  # awslogs destination of the containers' output ("": not kept)
         self.exec_enabled = exec_enabled  # RunTask enableExecuteCommand (ECS Exec)
         self._clients: dict[str, Any] = {}  # CloudWatch Logs / CloudWatch, made on first use
+        self.secrets = secrets  # a secret_store.SecretStore: where pod Secret values go
+        self.files_image = files_image
         self.cluster = cluster
         self.subnets = list(subnets)
         self.security_groups = list(security_groups)
@@ -84,11 +89,24 @@ class EcsBackend:
         except Exception as e:
             raise classify(e, "ListTasks") from e
 
-    def ensure_task_definition(self, spec: MachineSpec) -> str:
+    def _mirror(self, spec: MachineSpec) -> dict[str, str]:
+        """Secret value -> ARN of its Secrets Manager mirror, for every value the spec holds."""
+        values = workload.secret_values(spec)
+        if not values:
+            return {}
+        if self.secrets is None or not self.execution_role_arn:
+            raise TransientMachineError(
+                "this pod uses Secret values, which ECS reads from Secrets Manager with the task execution role: "
+                "set LAMBDALET_ECS_EXECUTION_ROLE_ARN (a role allowed secretsmanager:GetSecretValue on "
+                "lambdalet's pod secrets prefix); retrying")
+        return {value: self.secrets.put(value, spec.pod) for value in values}
+
+    def ensure_task_definition(self, spec: MachineSpec, secret_arns: Mapping[str, str] | None = None) -> str:
         """ARN of the (shared) task definition for ``spec``; registers it once."""
         td = task_definition(
             spec, execution_role_arn=self.execution_role_arn, task_role_arn=self.task_role_arn,
             log_configuration=logs.log_configuration(self.log_group, self.region) if self.log_group else None,
+            files_image=self.files_image, secret_arns=secret_arns,
         )
         family = td["family"]
         if family in self._families:
@@ -125,7 +143,7 @@ class EcsBackend:
         # "Ensuring idempotency" in the ECS API reference): the same call again
         # returns the same task, a changed one answers ConflictException with
         # the existing tasks. No listing first: a create costs one call.
-        td_arn = self.ensure_task_definition(spec)
+        td_arn = self.ensure_task_definition(spec, self._mirror(spec))
         awsvpc: dict[str, Any] = {
             "subnets": self.subnets,
             "assignPublicIp": "ENABLED" if self.assign_public_ip else "DISABLED",
@@ -160,6 +178,17 @@ class EcsBackend:
 
     def list(self, node: str) -> list[Machine]:
         return self.list_nodes([node])[node]
+
+    def collect(self, machines: Iterable[Machine]) -> int:
+        """Delete the Secrets Manager mirrors no live machine needs (``machines``:
+        every machine of every node this backend serves). Returns how many."""
+        if self.secrets is None:
+            return 0
+        live = {m.pod.uid for m in machines if m.phase != MachinePhase.STOPPED}
+        try:
+            return self.secrets.sweep(live)
+        except Exception as e:  # noqa: BLE001 - classified; the next reconcile sweeps again
+            raise classify(e, "Secrets Manager sweep") from e
 
     def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
         """Per node, the tasks ECS wants RUNNING: ListTasks with the node's

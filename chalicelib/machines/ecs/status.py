@@ -79,6 +79,7 @@ def _container_run(c: Mapping, task: Mapping, phase: MachinePhase, others: str |
         image=image,
         image_id=image_id(image, c.get("imageDigest")),
         container_id=f"ecs://{c['runtimeId']}" if c.get("runtimeId") else None,
+        ready={"HEALTHY": True, "UNHEALTHY": False}.get(str(c.get("healthStatus"))),
     )
     if exit_code is not None and (status == "STOPPED" or phase == MachinePhase.STOPPED):
         if reason and "OutOfMemory" in reason:

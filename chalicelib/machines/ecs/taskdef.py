@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from typing import Any
 
 from ..contract import MachineSpec, PermanentMachineError
 from ..fargate_sizes import SIZES, fit
+from . import workload
 from .identity import _digest
 
 FAMILY_PREFIX = "lambdalet-"
@@ -23,16 +25,22 @@ def task_definition(
     execution_role_arn: str | None = None,
     task_role_arn: str | None = None,
     log_configuration: dict[str, Any] | None = None,
+    files_image: str = workload.DEFAULT_FILES_IMAGE,
+    secret_arns: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """RegisterTaskDefinition arguments for ``spec``, ``family`` included.
 
     Only what the pod template determines goes in (never the pod's identity),
-    so identical templates hash to the same family.
+    so identical templates hash to the same family. Secret values are named
+    by the ARNs of their mirrors (``secret_arns``: value -> ARN), never written
+    (init containers, volumes, probes: ``workload``).
     Raises PermanentMachineError for what Fargate cannot run.
     """
-    if len(spec.containers) > MAX_CONTAINERS:
+    count = len(spec.containers) + len(spec.init_containers) + (1 if any(v.files for v in spec.volumes) else 0)
+    if count > MAX_CONTAINERS:
         raise PermanentMachineError(
-            f"pod has {len(spec.containers)} containers; an ECS task can have at most {MAX_CONTAINERS}"
+            f"pod has {count} containers (init containers and lambdalet's files writer included); "
+            f"an ECS task can have at most {MAX_CONTAINERS}"
         )
     cpu, memory = fit(spec.cpu_millis, spec.memory_mib)
     stop_timeout = max(FARGATE_MIN_STOP_TIMEOUT, min(spec.termination_grace_seconds, FARGATE_MAX_STOP_TIMEOUT))
@@ -58,6 +66,7 @@ def task_definition(
         if log_configuration:  # awslogs (logs.py): the same for every pod, so families stay shared
             d["logConfiguration"] = log_configuration
         containers.append(d)
+    containers = workload.containers(spec, containers, files_image=files_image, secret_arns=secret_arns or {})
     body: dict[str, Any] = {
         "containerDefinitions": containers,
         "cpu": str(cpu),
@@ -65,6 +74,10 @@ def task_definition(
         "networkMode": "awsvpc",
         "requiresCompatibilities": ["FARGATE"],
     }
+    if spec.volumes:
+        body["volumes"] = workload.volumes(spec)
+    if (gib := workload.ephemeral_gib(spec)) is not None:
+        body["ephemeralStorage"] = {"sizeInGiB": gib}
     if execution_role_arn:
         body["executionRoleArn"] = execution_role_arn
     if task_role_arn:

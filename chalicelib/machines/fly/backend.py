@@ -168,6 +168,10 @@ class FlyBackend:
     def list(self, node: str) -> list[Machine]:
         return self.list_nodes([node])[node]
 
+    def collect(self, machines: Iterable[Machine]) -> int:
+        """Nothing to collect: a machine's env and files go with it."""
+        return 0
+
     def list_nodes(self, nodes: Iterable[str]) -> dict[str, list[Machine]]:
         # One listing of the app serves every node on it.
         out: dict[str, list[Machine]] = {node: [] for node in nodes}

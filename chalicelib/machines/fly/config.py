@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from ..contract import ContainerSpec, MachineSpec, PermanentMachineError
+from . import workload
 from .guest import fit
 
 DEFAULT_API_URL = "https://api.machines.dev"
@@ -96,13 +97,19 @@ def create_request(spec: MachineSpec, region: str | None) -> dict[str, Any]:
         },
         "metadata": metadata(spec),
     }
-    if len(spec.containers) > 1:
-        names = [x.name for x in spec.containers]
+    if workload.needs_containers(spec):
+        workload.refuse(spec)
+        names = [x.name for x in (*spec.init_containers, *spec.containers)]
         if len(set(names)) != len(names):
             raise PermanentMachineError(f"container names must be unique in a pod: {', '.join(names)}")
-        config["containers"] = [container_config(x) for x in spec.containers]
+        # Init containers first, each after the one before exited 0; the app containers after the last.
+        chain: list[str | None] = [None, *(x.name for x in spec.init_containers)]
+        config["containers"] = [
+            {**container_config(x), **workload.container_extras(spec, x, chain[i])}
+            for i, x in enumerate(spec.init_containers)
+        ] + [{**container_config(x), **workload.container_extras(spec, x, chain[-1])} for x in spec.containers]
     else:
-        config["env"] = dict(c.env)
+        config.update(workload.config_extras(spec, c))  # env (Secret values included), files, checks
         init: dict[str, Any] = {}
         if c.command is not None:
             init["entrypoint"] = list(c.command)
