@@ -326,7 +326,7 @@ def test_workload_features_are_judged_by_the_nodes_backend():
     """Init containers, imagePullSecrets and subPath run on ECS; a Fly node refuses them, saying what to do."""
     nodes = {"vk-ecs": node_object("vk-ecs", "ecs", "us-east-1", CAPACITY, NOW),
              "vk-fly": node_object("vk-fly", "fly", "ams", CAPACITY, NOW)}
-    from chalicelib.machines.fly_guest import SIZES as FLY
+    from chalicelib.machines.fly.guest import SIZES as FLY
 
     sizes = {"vk-ecs": FARGATE, "vk-fly": FLY}
 
