@@ -15,7 +15,7 @@ import botocore.handlers
 import pytest
 
 from tests.aws_stack import allows, function_policy
-from tests.world.stack import ACCOUNT, REGION, Stack, virtual_pod
+from tests.world.stack import ACCOUNT, REGION, Stack, pod_sources, virtual_pod
 
 
 @pytest.fixture(scope="module")
@@ -68,6 +68,10 @@ def resource_of(action: str, outputs: dict[str, str]) -> tuple[str, dict[str, st
         return f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{outputs['PodLogGroup']}:log-stream:lambdalet/main/t", {}
     if action == "cloudwatch:GetMetricData":  # kubectl top; no resource-level permissions
         return "*", {}
+    if action == "secretsmanager:ListSecrets":  # the sweep of pod secret mirrors: no resource-level permission
+        return "*", {}
+    if service == "secretsmanager":  # a pod Secret value's mirror (secret_store.py), under the stack's prefix
+        return f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{outputs['PodSecretsPrefix']}0123abcd-AbCdEf", {}
     raise AssertionError(f"{action}: a call test_iam_policy does not know the resource of; add it here "
                          f"and to infra/iam.py")
 
@@ -83,11 +87,16 @@ def test_every_aws_call_of_an_ecs_pod_lifecycle_is_allowed_on_the_stacks_resourc
     with recorded_calls() as called, Stack() as stack:
         called.clear()  # the test world's own set-up (the app's clients make no call until used)
         stack.reconcile()
-        stack.create_pod(virtual_pod("web", command=["sh", "-c", "sleep 1000"]))
+        pod_sources(stack.core)  # the pod's Secret value is mirrored into Secrets Manager
+        stack.create_pod(virtual_pod("web", command=["sh", "-c", "sleep 1000"], container={"env": [
+            {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}}]}))
         stack.settle(rounds=5, reconcile=True)
         stack.core.delete_namespaced_pod("web", "default")
         stack.settle(rounds=3, reconcile=True)
+        stack.advance(3600)  # past the mirror's grace: the sweep deletes it
+        stack.settle(rounds=2, reconcile=True)
     assert {"ecs:RunTask", "ecs:StopTask", "ecs:ListTasks", "ecs:DescribeTasks"} <= called
+    assert {"secretsmanager:CreateSecret", "secretsmanager:ListSecrets", "secretsmanager:DeleteSecret"} <= called
     denied = [a for a in sorted(called) if not allows(policy, a, *resource_of(a, outputs))]
     assert denied == []
     for secret in (outputs["ServiceAccountTokenSecret"], outputs["WebhookTokenSecret"]):

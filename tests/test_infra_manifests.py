@@ -18,7 +18,7 @@ from collections import Counter
 import pytest
 import yaml
 
-from tests.world.stack import REPO, SA_TOKEN, SA_USER, Stack, virtual_pod
+from tests.world.stack import REPO, SA_TOKEN, SA_USER, Stack, pod_sources, virtual_pod
 
 KUBECTL = shutil.which("kubectl")
 kubectl_only = pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
@@ -115,6 +115,10 @@ def run_everything(stack: Stack) -> tuple[Counter, set[tuple]]:
     stack.reconcile()
     stack.create_pod(virtual_pod("web", command=["sh", "-c", "sleep 100000"]))
     stack.create_pod(virtual_pod("crash", command=["sh", "-c", "exit 3"]))
+    pod_sources(stack.core)  # a pod using a ConfigMap and a Secret: lambdalet reads them, by name
+    stack.create_pod(virtual_pod("configured", command=["sh", "-c", "sleep 100000"], container={"env": [
+        {"name": "MODE", "valueFrom": {"configMapKeyRef": {"name": "app-config", "key": "MODE"}}},
+        {"name": "PW", "valueFrom": {"secretKeyRef": {"name": "app-secret", "key": "password"}}}]}))
     stack.settle(rounds=8)  # audit fast path + machine events
     for _ in range(6):  # crash loop: repeated events are aggregated (get + patch)
         stack.settle(rounds=2, seconds=20, reconcile=True)

@@ -44,14 +44,18 @@ FLY_REGION = "iad"
 FLY_TOKEN = "fly-token-c3a8e61f0d57"
 FLY_TOKEN_SECRET = "lambdalet/fly-api-token"
 FLY_CLAIMS_TABLE = "lambdalet-claims"
+# A value of a pod's Secret (workload tests: env and secret volumes); lambdalet hands it
+# only to the cloud's secret store (ECS) or the machine's own config (Fly).
+POD_SECRET = "pod-db-password-7d41c09e"
 # Every secret value the test world hands lambdalet (distinct from the secrets' names):
 # none may show in logs, Events or answers (tests/conftest.py).
-SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN)
+SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN, POD_SECRET)
 LOG_GROUP = "/lambdalet/dev/pods"  # LAMBDALET_ECS_LOG_GROUP, as infra/aws/lambdalet.yaml names it
-EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-task-execution"  # awslogs on Fargate writes with it
+EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-task-execution"  # awslogs, pods' Secrets
 METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client certificate
 # LAMBDALET_KUBELET_CLIENTS: the apiserver's kubelet client everywhere, metrics-server its two paths
 KUBELET_CLIENTS = {"kube-apiserver-kubelet-client": ["*"], METRICS_SERVER: ["stats", "metrics"]}
+POD_SECRETS_PREFIX = "lambdalet/dev/pod-secrets/"
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
@@ -174,6 +178,7 @@ class Stack:
                 "LAMBDALET_ECS_CLUSTER": CLUSTER,
                 "LAMBDALET_ECS_SUBNETS": ",".join(network["subnets"]),
                 "LAMBDALET_ECS_SECURITY_GROUPS": ",".join(network["security_groups"]),
+                "LAMBDALET_ECS_SECRETS_PREFIX": POD_SECRETS_PREFIX,  # the execution role resolves pods' Secrets there
             })
         from chalicelib import wiring
 
@@ -186,6 +191,9 @@ class Stack:
         wiring.world().clock = self.clock
         if self.async_invoke:
             wiring.world().defer = lambda function, payload: self.deferred.append((function, payload))
+        for backend in wiring.world().backends.values():  # the pod secret mirrors' grace runs on the world's clock too
+            if getattr(backend, "secrets", None) is not None:
+                backend.secrets.clock = lambda: self.clock().timestamp()
         self.audit_answers: list[int] = []
         if self._connect_audit:
             self.connect_audit(self.deliver_audit, kubeconfig=audit_kubeconfig(self.audit_scheme))
@@ -441,6 +449,13 @@ def create_claims_table(dynamodb, name: str = FLY_CLAIMS_TABLE) -> None:
     dynamodb.create_table(TableName=name, AttributeDefinitions=[{"AttributeName": "pk", "AttributeType": "S"}],
                           KeySchema=[{"AttributeName": "pk", "KeyType": "HASH"}], BillingMode="PAY_PER_REQUEST")
     dynamodb.update_time_to_live(TableName=name, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+
+
+def pod_sources(core, namespace: str = "default") -> None:
+    """The ConfigMap ``app-config`` and the Secret ``app-secret`` (password = POD_SECRET) workload pods use."""
+    core.create_namespaced_config_map(namespace, {"metadata": {"name": "app-config"},
+                                                  "data": {"MODE": "fast", "app.conf": "listen 8080\n"}})
+    core.create_namespaced_secret(namespace, {"metadata": {"name": "app-secret"}, "stringData": {"password": POD_SECRET}})
 
 
 def virtual_pod(name: str, *, command: list[str] | None = None, restart: str = "Always",
