@@ -73,11 +73,6 @@ FILE_VOLUMES = ("configMap", "secret", "downwardAPI", "projected")
 VOLUME_KINDS = ("emptyDir", *FILE_VOLUMES)
 
 
-def _init_containers(pod: dict) -> Iterator[str]:
-    if (pod.get("spec") or {}).get("initContainers"):
-        yield "spec.initContainers"
-
-
 def _sidecars(pod: dict) -> Iterator[str]:
     for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
         if c.get("restartPolicy"):
@@ -220,10 +215,10 @@ FEATURES: tuple[Feature, ...] = (
     Feature("spec.restartPolicy", "supported", "supported", "a restart is a new machine (attempt)"),
     Feature("spec.terminationGracePeriodSeconds", "supported", "supported",
             "the cloud may cap it (ECS Fargate: 120 s)"),
-    Feature("spec.initContainers", "supported", "unsupported",
-            "ECS: non-essential containers, each started after the one before exited 0 (dependsOn SUCCESS), "
-            "the app containers after the last; Fly: this Machines API runs one container per machine: fold "
-            "the step into the main container's command, or run the pod on an ECS node", _init_containers),
+    Feature("spec.initContainers", "supported", "supported",
+            "run in order, each to success, before the app containers: ECS non-essential containers chained "
+            "with dependsOn SUCCESS; Fly a multi-container machine whose containers depend_on the one before "
+            "exited_successfully (Fly's Pilot init: the organisation must have it)"),
     Feature("spec.initContainers[].restartPolicy", "unsupported", "unsupported",
             "sidecar init containers (restartPolicy Always) are not supported; make the sidecar a regular "
             "container", _sidecars),
@@ -235,8 +230,8 @@ FEATURES: tuple[Feature, ...] = (
             "files (items, defaultMode/mode, subPath) written before the containers start, from the values when "
             "the machine was created: a ConfigMap/Secret changed later reaches the pod when it is recreated. "
             "ECS: an init container (image LAMBDALET_ECS_FILES_IMAGE) writes them into a task volume, secret "
-            "contents come through Secrets Manager; Fly: machine `files` (modes are not honoured there; "
-            "secret contents are in that machine's config, readable by holders of an app token)"),
+            "contents come through Secrets Manager; Fly: machine or container `files` with their mode (secret "
+            "contents are in that machine's config, readable by holders of an app token)"),
     Feature("spec.volumes[] kube-api-access-*", "ignored", "ignored",
             "the service-account token volume is not mounted"),
     Feature("spec.volumes[].{persistentVolumeClaim,hostPath,...}", "unsupported", "unsupported",
@@ -251,10 +246,11 @@ FEATURES: tuple[Feature, ...] = (
     Feature("spec.containers[].volumeMounts[] (others)", "unsupported", "unsupported",
             "subPathExpr and mountPropagation are not supported, and a mount must name a volume of the pod; "
             "use mountPath/readOnly/subPath", _mount_options),
-    Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}.exec", "supported", "ignored",
+    Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}.exec", "supported", "supported",
             "ECS: the container healthCheck (readiness, else liveness, else startup; period, timeout, "
-            "failureThreshold, initialDelaySeconds); the pod is Ready once it reports HEALTHY; Fly: not run "
-            "(its checks are http/tcp only)"),
+            "failureThreshold, initialDelaySeconds); the pod is Ready once it reports HEALTHY. Fly: container "
+            "healthchecks on multi-container machines (pods with init or several containers; a single-container "
+            "machine has http/tcp checks only, and the exec probe is not run); Ready follows the machine's state"),
     Feature("spec.containers[].{livenessProbe,readinessProbe,startupProbe}.{httpGet,tcpSocket}", "ignored",
             "supported",
             "ECS: not run (a healthCheck is a command inside the container, which may have no HTTP client); "

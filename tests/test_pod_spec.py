@@ -150,8 +150,9 @@ def test_unsupported_features_name_the_field(mutate, field):
 
 def test_all_violations_are_reported_at_once():
     p = pod(hostNetwork=True, initContainers=[{"name": "i", "image": "x"}])
-    assert [path for path, _ in unsupported(p)] == ["spec.hostNetwork"]  # init containers run on ECS
-    assert [path for path, _ in unsupported(p, "fly")] == ["spec.initContainers", "spec.hostNetwork"]
+    p["spec"]["imagePullSecrets"] = [{"name": "regcred"}]
+    assert [path for path, _ in unsupported(p)] == ["spec.hostNetwork"]  # imagePullSecrets work on ECS
+    assert [path for path, _ in unsupported(p, "fly")] == ["spec.imagePullSecrets", "spec.hostNetwork"]
     assert [path for path, _ in unsupported(p, "ecs")] == ["spec.hostNetwork"]
 
 

@@ -103,22 +103,35 @@ def test_ecs_refuses_sub_path_mounts_naming_the_mount():
         task_definition(spec, secret_arns=arns_for(spec))
 
 
-def test_fly_config_has_env_files_and_checks_and_refuses_init_containers():
+def test_fly_single_container_machine_has_env_files_with_modes_and_checks():
     pod = workload_pod()
-    with pytest.raises(PermanentMachineError, match="init containers"):
-        create_request(machine_spec(pod, "vk", 0, SOURCES), "ams")
     del pod["spec"]["initContainers"]
     pod["spec"]["containers"][0]["volumeMounts"].append({"name": "conf", "mountPath": "/etc/one.conf", "subPath": "app.conf"})
     config = create_request(machine_spec(pod, "vk", 0, SOURCES), "ams")["config"]
     assert config["env"] == {"MODE": "fast", "PW": SECRET}  # the machine's own env: never app secrets
     assert config["files"] == [
-        {"guest_path": "/etc/app/app.conf", "raw_value": b64("listen 80\n")},
-        {"guest_path": "/run/creds/password", "raw_value": b64(SECRET)},
+        {"guest_path": "/etc/app/app.conf", "raw_value": b64("listen 80\n"), "mode": 0o644},
+        {"guest_path": "/run/creds/password", "raw_value": b64(SECRET), "mode": 0o400},
         {"guest_path": "/scratch/.lambdalet-emptydir", "raw_value": b64("lambdalet emptyDir\n")},
-        {"guest_path": "/etc/one.conf", "raw_value": b64("listen 80\n")},
+        {"guest_path": "/etc/one.conf", "raw_value": b64("listen 80\n"), "mode": 0o644},
     ]
     assert config["checks"] == {"liveness": {"type": "http", "port": 80, "interval": "10s", "timeout": "1s",
                                              "grace_period": "1s", "method": "GET", "path": "/healthz"}}
+
+
+def test_fly_init_containers_make_a_multi_container_machine_chained_by_depends_on():
+    config = create_request(machine_spec(workload_pod(), "vk", 0, SOURCES), "ams")["config"]
+    containers = {c["name"]: c for c in config["containers"]}
+    assert [c["name"] for c in config["containers"]] == ["migrate", "warm", "app"]
+    assert "depends_on" not in containers["migrate"]
+    assert containers["warm"]["depends_on"] == [{"name": "migrate", "condition": "exited_successfully"}]
+    assert containers["app"]["depends_on"] == [{"name": "warm", "condition": "exited_successfully"}]
+    assert containers["migrate"]["env"] == {"PW": SECRET} and containers["app"]["env"]["MODE"] == "fast"
+    assert [f["guest_path"] for f in containers["app"]["files"]][:2] == ["/etc/app/app.conf", "/run/creds/password"]
+    assert containers["app"]["healthchecks"] == [{"name": "readiness", "kind": "readiness",
+                                                  "exec": {"command": ["cat", "/tmp/ready"]}, "interval": 3,
+                                                  "timeout": 1, "grace_period": 0, "failure_threshold": 20}]
+    assert not any(f.get("secret_name") for c in config["containers"] for f in c.get("files", []))
 
 
 @mock_aws
