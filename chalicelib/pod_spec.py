@@ -218,7 +218,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("spec.initContainers", "supported", "supported",
             "run in order, each to success, before the app containers: ECS non-essential containers chained "
             "with dependsOn SUCCESS; Fly a multi-container machine whose containers depend_on the one before "
-            "exited_successfully (Fly's Pilot init: the organisation must have it)"),
+            "exited_successfully (Fly's Pilot init: the organisation must have it); Fly reports one state per "
+            "machine, so init containers show Completed once the machine runs, and a failing one fails the machine"),
     Feature("spec.initContainers[].restartPolicy", "unsupported", "unsupported",
             "sidecar init containers (restartPolicy Always) are not supported; make the sidecar a regular "
             "container", _sidecars),

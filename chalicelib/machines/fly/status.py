@@ -190,9 +190,16 @@ def machine_from_fly(m: Mapping) -> Machine | None:
 
     # A multi-container machine: Fly reports the machine's state and exit, not
     # each container's, so every container shows the machine's (its name, its image).
+    # Init containers (what the others wait for to exit 0): Fly does not say when each
+    # finished, so on a running machine they show Completed; a failing one stops the
+    # machine with its exit code, which every container then shows.
     listed = [c for c in config.get("containers") or [] if isinstance(c, Mapping) and c.get("name")]
-    runs = tuple(run.model_copy(update={"name": str(c["name"]), "image": str(c.get("image") or image)})
-                 for c in listed) or (run,)
+    inits = {d.get("name") for c in listed for d in c.get("depends_on") or []
+             if isinstance(d, Mapping) and d.get("condition") == "exited_successfully"}
+    done = ContainerRun(state="terminated", reason="Completed", exit_code=0, started_at=started_at, **common) \
+        if run.state == "running" else run
+    runs = tuple((done if c["name"] in inits else run).model_copy(
+        update={"name": str(c["name"]), "image": str(c.get("image") or image)}) for c in listed) or (run,)
 
     try:
         attempt = int(meta.get(META_ATTEMPT, "0"))
