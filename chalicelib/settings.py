@@ -35,7 +35,10 @@ class Settings(BaseSettings):
     # Kubernetes side
     k8s_api_url: str = Field(pattern=r"^https?://")
     k8s_ca_bundle: str = ""  # PEM text; empty: the system trust store (or plain http)
-    k8s_token_secret: str = Field(min_length=1)  # Secrets Manager id/ARN of the SA token
+    k8s_token_secret: str = ""  # Secrets Manager id/ARN of the SA token (the ServiceAccount mode)
+    # Secrets Manager id/ARN of a PEM bundle (client certificate + private key) for the node identity
+    # mode: system:node:<name> in system:nodes, from the kubernetes.io/kube-apiserver-client-kubelet signer.
+    k8s_client_cert_secret: str = ""
     # Secrets Manager id/ARN of the bearer token kube-apiserver presents to /audit
     # and /admission/* (its webhook kubeconfigs). Empty: no check (the sandbox).
     webhook_token_secret: str = ""
@@ -135,6 +138,16 @@ class Settings(BaseSettings):
         if self.backend == "ecs" and self.ecs_log_group and not self.ecs_execution_role_arn:
             raise ValueError(f"{ENV_PREFIX}ECS_LOG_GROUP needs {ENV_PREFIX}ECS_EXECUTION_ROLE_ARN: on Fargate "
                              "the awslogs driver writes with the task execution role")
+        return self
+
+    @model_validator(mode="after")
+    def _one_identity(self) -> "Settings":
+        """The ServiceAccount token or the node's client certificate; a node identity is one node's."""
+        if bool(self.k8s_token_secret) == bool(self.k8s_client_cert_secret):
+            raise ValueError(f"{ENV_PREFIX}K8S_TOKEN_SECRET or {ENV_PREFIX}K8S_CLIENT_CERT_SECRET: set exactly one")
+        if self.k8s_client_cert_secret and len(self.node_names) != 1:
+            raise ValueError(f"{ENV_PREFIX}NODE_NAMES: a node identity (K8S_CLIENT_CERT_SECRET) is one node's: "
+                             "name one node per deployment")
         return self
 
     @model_validator(mode="after")

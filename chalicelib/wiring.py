@@ -90,6 +90,9 @@ def backend_sizes(kind: str):
 def build_kube(config: Settings):
     from chalicelib.kube.client import KubeClient, api_client
 
+    if config.k8s_client_cert_secret:  # node identity: the apiserver's Node authorizer scopes every call
+        return KubeClient(api_client(config.k8s_api_url, None, config.k8s_ca_bundle,
+                                     client_pem=secret(config.k8s_client_cert_secret)))
     token = lambda: secret(config.k8s_token_secret)  # noqa: E731 - re-read (cached) per request: rotation works
     return KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
 

@@ -51,3 +51,17 @@ def test_empty_list_is_invalid(env):
     env.setenv("LAMBDALET_ECS_SECURITY_GROUPS", " , ")
     with pytest.raises(SettingsError, match="LAMBDALET_ECS_SECURITY_GROUPS"):
         load_settings()
+
+
+def test_one_identity_a_token_or_a_node_certificate_and_a_node_identity_serves_one_node(env):
+    env.setenv("LAMBDALET_K8S_CLIENT_CERT_SECRET", "lambdalet/node-cert")
+    with pytest.raises(SettingsError, match="set exactly one"):
+        load_settings()
+    env.delenv("LAMBDALET_K8S_TOKEN_SECRET")
+    with pytest.raises(SettingsError, match="a node identity .* is one node's"):
+        load_settings()
+    env.setenv("LAMBDALET_NODE_NAMES", "vk-a")
+    assert load_settings().k8s_client_cert_secret == "lambdalet/node-cert"
+    env.delenv("LAMBDALET_K8S_CLIENT_CERT_SECRET")
+    with pytest.raises(SettingsError, match="LAMBDALET_K8S_TOKEN_SECRET or LAMBDALET_K8S_CLIENT_CERT_SECRET"):
+        load_settings()

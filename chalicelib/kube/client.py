@@ -31,17 +31,25 @@ class KubeError(RuntimeError):
     """An API answer we cannot act on (auth, 5xx, ...): the invocation fails and is retried."""
 
 
-def api_client(url: str, token: str | Callable[[], str], ca_bundle: str = "") -> ApiClient:
+def api_client(url: str, token: str | Callable[[], str] | None, ca_bundle: str = "",
+               client_pem: str = "") -> ApiClient:
     """An ApiClient for ``url``. ``token`` may be a callable: it is asked again
     before every request (cache it), so a rotated service-account token is
-    picked up by warm Lambda containers."""
+    picked up by warm Lambda containers. ``client_pem`` (certificate + key, the
+    node identity mode) authenticates by TLS client certificate instead."""
     config = Configuration(host=url)
     config.connection_pool_maxsize = POOL_SIZE  # the converger's threads share one client
-    config.api_key_prefix = {"BearerToken": "Bearer"}  # the key the generated client's auth settings read
-    # auth_settings() only sends a key that is present: the hook replaces it before each use.
-    config.api_key = {"BearerToken": "" if callable(token) else token}
-    if callable(token):
-        config.refresh_api_key_hook = lambda conf: conf.api_key.update(BearerToken=token())
+    if token is not None:
+        config.api_key_prefix = {"BearerToken": "Bearer"}  # the key the generated client's auth settings read
+        # auth_settings() only sends a key that is present: the hook replaces it before each use.
+        config.api_key = {"BearerToken": "" if callable(token) else token}
+        if callable(token):
+            config.refresh_api_key_hook = lambda conf: conf.api_key.update(BearerToken=token())
+    if client_pem:
+        # One PEM holds both: the client reads the key from the certificate file too (ssl.load_cert_chain).
+        with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
+            handle.write(client_pem)
+        config.cert_file = config.key_file = handle.name
     if ca_bundle:
         # The client wants a file; Lambda's /tmp is writable and per-container.
         with tempfile.NamedTemporaryFile("w", suffix=".pem", delete=False) as handle:
@@ -86,7 +94,9 @@ class KubeClient:
         raise AssertionError("unreachable")  # pragma: no cover
 
     def get_pod(self, namespace: str, name: str) -> dict | None:
-        return self._send(self.core.read_namespaced_pod, name, namespace, absent=(404,))
+        """The pod, or None when it is gone, or (node identity: the Node authorizer answers
+        403 for any pod not bound to the node) not ours to read."""
+        return self._send(self.core.read_namespaced_pod, name, namespace, absent=(403, 404))
 
     def patch_pod_status(self, pod: dict, status: dict) -> dict | None:
         """Replace the pod's status lists (merge patch), guarded by its resourceVersion.
@@ -119,7 +129,9 @@ class KubeClient:
         return self._send(self.core.create_namespaced_event, namespace, event, absent=(409,)) is not None
 
     def get_event(self, namespace: str, name: str) -> dict | None:
-        return self._send(self.core.read_namespaced_event, name, namespace, absent=(404,))
+        """None also when forbidden: a node identity may create and patch Events but not
+        read them (the Node authorizer's NodeRules), so a repeat is then not counted."""
+        return self._send(self.core.read_namespaced_event, name, namespace, absent=(403, 404))
 
     def patch_event(self, namespace: str, name: str, patch: dict) -> None:
         self._send(self.core.patch_namespaced_event, name, namespace, patch,

@@ -89,6 +89,12 @@ class KubeSim:
         self.api.tokens[token] = {"username": username, "uid": username,
                                   "groups": list(groups) + ["system:authenticated"], "rules": rules}
 
+    def add_node_identity(self, token: str, node: str) -> None:
+        """A kubelet's identity (``system:node:<node>`` in ``system:nodes``, as its client
+        certificate says), judged by the Node authorizer (node_authorizer.py), not RBAC."""
+        self.api.tokens[token] = {"username": f"system:node:{node}", "uid": f"system:node:{node}",
+                                  "groups": ["system:nodes", "system:authenticated"], "rules": "node"}
+
     def write_kubeconfig(self, path, token: str = "admin-token") -> str:
         cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "kube-sim", "preferences": {},
                "clusters": [{"name": "kube-sim", "cluster": {"server": self.url}}],

@@ -177,10 +177,26 @@ class Api:
 
     def _authorize(self, ctx: Ctx) -> None:
         rules = ctx.user.get("rules")
-        if rules is None:
-            return
         rt = ctx.rt
         res = rt.plural + ("/" + ctx.subresource if ctx.subresource else "")
+        if rules == "node":  # a node identity: the Node authorizer + NodeRestriction (node_authorizer.py)
+            from .node_authorizer import decide
+
+            name = ctx.name
+            if ctx.verb == "create" and rt.plural == "nodes" and not ctx.subresource:
+                try:  # NodeRestriction: a node creates only its own Node object
+                    name = str((json.loads(ctx.req.body or b"{}").get("metadata") or {}).get("name") or "")
+                except ValueError:
+                    name = ""
+            allowed, why = decide(self.store, ctx.user, ctx.verb, rt.group, rt.plural, ctx.subresource,
+                                  ctx.namespace, name, str(ctx.req.query.get("fieldSelector") or ""))
+            if allowed:
+                return
+            raise E.ApiError(403, "Forbidden", f'{rt.plural} "{ctx.name}" is forbidden: User "{ctx.user["username"]}" '
+                             f'cannot {ctx.verb} resource "{res}" in API group "{rt.group}": {why or "node rules"}',
+                             {"name": ctx.name, "kind": rt.plural})
+        if rules is None:
+            return
         for r in rules:
             if not _match(r.get("verbs", ["*"]), ctx.verb):
                 continue
