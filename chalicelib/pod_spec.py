@@ -226,7 +226,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("spec.volumes[].emptyDir", "supported", "supported",
             "ECS: a task volume shared by the pod's containers (medium Memory and sizeLimit count against "
             "the task's memory/ephemeral storage, not enforced per volume); Fly: a directory of the machine's "
-            "root filesystem (one container per machine; medium and sizeLimit not enforced)"),
+            "root filesystem, one per mounting container: NOT shared between a pod's containers (Fly gives each "
+            "container its own filesystem; sharing needs a machine volume), medium and sizeLimit not enforced"),
     Feature("spec.volumes[].{configMap,secret,downwardAPI,projected}", "supported", "supported",
             "files (items, defaultMode/mode, subPath) written before the containers start, from the values when "
             "the machine was created: a ConfigMap/Secret changed later reaches the pod when it is recreated. "

@@ -93,7 +93,7 @@ class Settings(BaseSettings):
     # The kubelet API (chalicelib/kubelet_api): where the apiserver reaches it ("host" or
     # "host:port", default port 443: the API Gateway custom domain with the mTLS truststore).
     # Empty: the node advertises no endpoint (port 0), as before.
-    kubelet_endpoint: str = Field("", pattern=r"^([A-Za-z0-9.-]+(:[0-9]{1,5})?)?$")
+    kubelet_endpoint: str = Field("", pattern=r"^(([A-Za-z0-9.-]|\{node\})+(:[0-9]{1,5})?)?$")  # "{node}": per node
     # Who may call it: client-certificate CN -> the kubelet authorization subresources
     # (proxy, log, stats, metrics, spec, pods, healthz, configz; "*" all). The default is
     # kubeadm's --kubelet-client-certificate subject.

@@ -65,3 +65,15 @@ def test_one_identity_a_token_or_a_node_certificate_and_a_node_identity_serves_o
     env.delenv("LAMBDALET_K8S_CLIENT_CERT_SECRET")
     with pytest.raises(SettingsError, match="LAMBDALET_K8S_TOKEN_SECRET or LAMBDALET_K8S_CLIENT_CERT_SECRET"):
         load_settings()
+
+
+@pytest.mark.parametrize("value", ["kubelet.example.com", "{node}.kubelet.example.com:8443", ""])
+def test_the_kubelet_endpoint_takes_a_host_a_port_and_the_node_placeholder(env, value):
+    env.setenv("LAMBDALET_KUBELET_ENDPOINT", value)
+    assert load_settings().kubelet_endpoint == value
+
+
+def test_a_kubelet_endpoint_with_a_scheme_or_path_names_the_variable(env):
+    env.setenv("LAMBDALET_KUBELET_ENDPOINT", "https://kubelet.example.com/x")
+    with pytest.raises(SettingsError, match="LAMBDALET_KUBELET_ENDPOINT"):
+        load_settings()

@@ -132,6 +132,9 @@ def test_fly_init_containers_make_a_multi_container_machine_chained_by_depends_o
                                                   "exec": {"command": ["cat", "/tmp/ready"]}, "interval": 3,
                                                   "timeout": 1, "grace_period": 0, "failure_threshold": 20}]
     assert not any(f.get("secret_name") for c in config["containers"] for f in c.get("files", []))
+    # httpGet/tcpSocket probes stay machine checks on a multi-container machine, named by container
+    assert config["checks"] == {"app-liveness": {"type": "http", "port": 80, "interval": "10s", "timeout": "1s",
+                                                 "grace_period": "1s", "method": "GET", "path": "/healthz"}}
 
 
 @mock_aws

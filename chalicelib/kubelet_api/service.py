@@ -126,7 +126,8 @@ def _our_pod(world: World, namespace: str, name: str) -> dict | None:
 
 
 def _container_names(pod: dict) -> list[str]:
-    return [c.get("name") for c in (pod.get("spec") or {}).get("containers") or []]
+    spec = pod.get("spec") or {}
+    return [c.get("name") for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]]
 
 
 def container_logs(world: World, access: Access, namespace: str, name: str, container: str,

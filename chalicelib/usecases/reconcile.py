@@ -59,6 +59,10 @@ def reconcile(world: World, budget: float | None = None, only: list[str] | None 
                 log.exception("reconcile of %s failed", name)
                 report[name] = {"error": f"{type(err).__name__}: {err}"}
             log.info("reconciled %s: %s", name, report[name])
+        if only is not None:
+            # A per-node run sees one node's machines: sweeping from it would take
+            # what other nodes' pods still use. The full run sweeps.
+            continue
         try:  # what the cloud keeps for machines that are gone (ECS: mirrored pod secrets)
             collected = backend.collect([m for name in names for m in listed[name]])
             if collected:

@@ -2,8 +2,9 @@
 
 Every task is tagged with the pod's namespace, name and UID, the node and the
 attempt (``lambdalet.io/...``). The identity is also written where every view
-of a task shows it, tags or not: ``startedBy`` = ``lambdalet/<uid>/<attempt>``
-and the task ``group`` = ``lambdalet:<node>:<namespace>:<name>``.
+of a task shows it, tags or not (StopTask deletes tags): ``startedBy`` =
+``lambdalet/<node>`` and the task ``group`` =
+``lambdalet:<node>:<namespace>:<name>:<uid>:<attempt>``.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@ Every container definition logs with ``awslogs`` to ``LAMBDALET_ECS_LOG_GROUP``
 with the stream prefix ``lambdalet``. The driver names each stream
 ``<prefix>/<container name>/<ECS task id>`` (the awslogs ``awslogs-stream-prefix``
 option: https://docs.aws.amazon.com/AmazonECS/latest/developerguide/using_awslogs.html).
-A task is one attempt of one pod (``startedBy`` = ``lambdalet/<pod uid>/<attempt>``),
+A task is one attempt of one pod (its ``group`` names the pod UID and attempt),
 so (pod UID, attempt, container) -> task id -> stream: ``kubectl logs
 --previous`` reads the previous attempt's task. The prefix stays fixed
 because task definitions are shared by identical pod templates and must not

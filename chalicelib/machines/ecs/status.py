@@ -135,8 +135,8 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
 
     Identity comes from our tags (``tags``, a list of {key, value} or a
     mapping, else ``task["tags"]``) or, where there are none (EventBridge
-    events carry no tags), from ``startedBy`` (uid, attempt) and ``group``
-    (node, namespace, name).
+    events carry no tags), from ``group`` (node, namespace, name, uid,
+    attempt) checked against ``startedBy`` (node).
 
     Phase: PROVISIONING/PENDING/ACTIVATING -> PENDING; RUNNING -> RUNNING
     (STOPPING once ECS wants it stopped); RUNNING with desiredStatus STOPPED

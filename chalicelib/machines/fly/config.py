@@ -108,6 +108,10 @@ def create_request(spec: MachineSpec, region: str | None) -> dict[str, Any]:
             {**container_config(x), **workload.container_extras(spec, x, chain[i])}
             for i, x in enumerate(spec.init_containers)
         ] + [{**container_config(x), **workload.container_extras(spec, x, chain[-1])} for x in spec.containers]
+        # httpGet/tcpSocket probes are machine-level checks: one per app container and kind.
+        found = {f"{x.name}-{kind}": check for x in spec.containers for kind, check in workload.checks(x).items()}
+        if found:
+            config["checks"] = found
     else:
         config.update(workload.config_extras(spec, c))  # env (Secret values included), files, checks
         init: dict[str, Any] = {}

@@ -21,8 +21,9 @@ per container of a multi-container machine (``fly.ContainerConfig``): ``env``,
 - configMap/secret/downwardAPI/projected volumes: one ``files`` entry per file
   at the mount path, with its mode (subPath mounts one file at the mount path
   itself), for each container that mounts it.
-- emptyDir: a directory of the machine's root filesystem (one container per
-  machine); a marker file makes sure it exists.
+- emptyDir: a directory of each mounting container's root filesystem (a marker
+  file makes sure it exists); Fly containers do not share filesystems, so it is
+  not shared between a pod's containers.
 - httpGet/tcpSocket probes: ``checks`` (Fly reports them; Ready follows the
   machine's state). Exec probes: the container's ``healthchecks`` on a
   multi-container machine; a single-container machine has http/tcp checks only.
