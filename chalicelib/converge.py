@@ -40,10 +40,9 @@ def _group_key(action: p.Action) -> str:
 
 class Converger:
     def __init__(self, node: str, kube: KubeClient, backend: MachineBackend, clock: Callable[[], datetime],
-                 workers: int = WORKERS, listed: bool = False):
+                 workers: int = WORKERS):
         self.node, self.kube, self.backend, self.clock = node, kube, backend, clock
         self.workers = workers
-        self.listed = listed  # the plan saw a fresh listing of the node's machines (backend.create's hint)
 
     def apply(self, plan: p.Plan, deadline: float | None = None) -> Counter:
         """Run every action; one failing pod never stops the others.
@@ -104,11 +103,11 @@ class Converger:
                 self._event(pod, "Warning", "Failed", f"Error: {err}")
             return
         if action.status is None:  # create only (admission fast path): errors are logged and counted
-            machine = self.backend.create(spec, listed=self.listed)
+            machine = self.backend.create(spec)
             self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
             return
         try:
-            machine = self.backend.create(spec, listed=self.listed)
+            machine = self.backend.create(spec)
         except TransientMachineError as err:
             status = ps.create_backoff_status(pod, now, restart_count=action.spec.attempt,
                                               previous=action.previous, error=str(err))

@@ -343,16 +343,13 @@ class MachineBackend(Protocol):
     # the cloud forgets them by itself (ECS, after about an hour).
     keeps_stopped: bool
 
-    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:
+    def create(self, spec: MachineSpec) -> Machine:
         """Start the machine for ``(spec.pod.uid, spec.attempt)``.
 
         Idempotent: if a machine with that identity already exists (running or
         not) it is returned and no second one is started. Two concurrent calls
         should not both create; where the cloud cannot guarantee it, the
         reconciler removes the younger duplicate on its next pass.
-        ``listed``: the caller has just listed the node's machines and saw none
-        of this identity, so a backend may skip its own look-up (the cloud's
-        idempotency token still guards a concurrent create).
         Raises TransientMachineError or PermanentMachineError.
         """
         ...

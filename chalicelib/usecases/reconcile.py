@@ -77,7 +77,7 @@ def _reconcile_node(world: World, name: str, backend: MachineBackend, machines: 
     gone = _gone_pods(world, name, pods, machines)
     result = plan(name, pods, machines, world.clock(), reap_stopped=backend.keeps_stopped, gone=gone)
     log_plan_errors(result)
-    done = world.converger(name, listed=True).apply(result, deadline=until)
+    done = world.converger(name).apply(result, deadline=until)
     return {"pods": len(pods), "machines": len(machines), **done, **({"skipped": len(result.errors)} if result.errors else {})}
 
 

@@ -51,11 +51,10 @@ class World:
         found = list(self.backends.values())
         return [b for i, b in enumerate(found) if all(b is not other for other in found[:i])]
 
-    def converger(self, node: str, listed: bool = False) -> Converger:
-        """``listed``: the plan was made from a fresh listing of the node's machines."""
+    def converger(self, node: str) -> Converger:
         from chalicelib.converge import Converger
 
-        return Converger(node, self.kube, self.backend_for(node), self.clock, listed=listed)
+        return Converger(node, self.kube, self.backend_for(node), self.clock)
 
 
 # Seconds kept free at the end of an invocation: the pods' work already started

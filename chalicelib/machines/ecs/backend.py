@@ -138,7 +138,7 @@ class EcsBackend:
 
     # -- MachineBackend ----------------------------------------------------
 
-    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:
+    def create(self, spec: MachineSpec) -> Machine:
         # Idempotent through RunTask's clientToken alone (per cluster, 24 h,
         # "Ensuring idempotency" in the ECS API reference): the same call again
         # returns the same task, a changed one answers ConflictException with

@@ -125,7 +125,7 @@ class FlyBackend:
 
     # -- MachineBackend ----------------------------------------------------
 
-    def create(self, spec: MachineSpec, listed: bool = False) -> Machine:  # the claim guards it either way
+    def create(self, spec: MachineSpec) -> Machine:
         create_request(spec, self.region)  # refuse what Fly cannot run before any call
         uid, attempt = spec.pod.uid, spec.attempt
         claim: Claim | None = None
