@@ -40,6 +40,8 @@ EXAMPLE_OUTPUTS = {
     "EcsExecutionRoleArn": f"arn:aws:iam::{ACCOUNT}:role/lambdalet-lint-task-execution",
     "EcsTaskRoleArn": f"arn:aws:iam::{ACCOUNT}:role/lambdalet-lint-task-default",
     "PodLogGroup": "/lambdalet/lint/pods",
+    "PodLogGroupArn": f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:/lambdalet/lint/pods",
+    "PodSecretsPrefix": "lambdalet/lint/pod-secrets/",
     "FlyTokenSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:lambdalet/lint/fly-api-token-AbCdEf",
     "FlyClaimsTable": "lambdalet-lint-claims",
     "FlyClaimsTableArn": f"arn:aws:dynamodb:{REGION}:{ACCOUNT}:table/lambdalet-lint-claims",

@@ -149,3 +149,11 @@ def test_every_output_the_deploy_maps_exists_in_the_template():
     assert set(deploy.OUTPUT_SETTINGS) <= set(template["Outputs"])
     for output, variable in deploy.OUTPUT_SETTINGS.items():
         assert template["Outputs"][output]["Description"] == variable, output
+
+
+def test_the_linters_example_outputs_are_the_stacks_outputs(aws):
+    """./dev lint packages the app with a policy made from example outputs: they must
+    name every output a real ecs,fly stack gives, or the policy cannot be built."""
+    from infra.lint import EXAMPLE_OUTPUTS
+
+    assert set(EXAMPLE_OUTPUTS) == set(create("ecs,fly"))
