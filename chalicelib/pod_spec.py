@@ -31,6 +31,7 @@ from chalicelib.machines.contract import (
     PortSpec,
     Probes,
     RegistryAuth,
+    registry_of,
 )
 from chalicelib.pod_values import MissingReference, Sources, expand  # noqa: F401 - re-exported
 from chalicelib.quantity import UnsupportedPod, cpu_millis, memory_mib, parse_quantity  # noqa: F401 - re-exported
@@ -378,12 +379,6 @@ def pod_size(pod: dict) -> tuple[int, int]:
     return cpu, mem
 
 
-def _registry(image: str) -> str:
-    """The registry host of an image reference (docker.io when it names none)."""
-    first, _, rest = image.partition("/")
-    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
-
-
 def registry_auths(pod: dict, sources: Sources | None) -> tuple[RegistryAuth, ...]:
     """Credentials from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson),
     for the registries its images come from."""
@@ -392,7 +387,7 @@ def registry_auths(pod: dict, sources: Sources | None) -> tuple[RegistryAuth, ..
 
     if sources is None:
         return ()
-    wanted = {_registry(str(c.get("image") or "")) for _, c in _all_containers(pod)}
+    wanted = {registry_of(str(c.get("image") or "")) for _, c in _all_containers(pod)}
     out: dict[str, RegistryAuth] = {}
     for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
         obj = sources.get("Secret", str(ref.get("name")))

@@ -161,6 +161,12 @@ class RegistryAuth(BaseModel):
     secret: str  # the Kubernetes Secret it came from
 
 
+def registry_of(image: str) -> str:
+    """The registry host of an image reference (docker.io when it names none)."""
+    first, _, rest = image.partition("/")
+    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
+
+
 RestartPolicy = Literal["Always", "OnFailure", "Never"]
 
 

@@ -26,7 +26,7 @@ import shlex
 from collections.abc import Mapping
 from typing import Any
 
-from ..contract import ContainerSpec, ExecProbe, MachineSpec, PermanentMachineError
+from ..contract import ContainerSpec, ExecProbe, MachineSpec, PermanentMachineError, registry_of
 
 FILES_CONTAINER = "lambdalet-files"
 FILES_ROOT = "/lambdalet-files"
@@ -51,11 +51,6 @@ def secret_values(spec: MachineSpec) -> list[str]:
 def registry_secret(username: str, password: str) -> str:
     """The secret ECS reads for ``repositoryCredentials``."""
     return json.dumps({"username": username, "password": password}, sort_keys=True)
-
-
-def _registry(image: str) -> str:
-    first, _, rest = image.partition("/")
-    return first if rest and ("." in first or ":" in first or first == "localhost") else "docker.io"
 
 
 def _health_check(c: ContainerSpec) -> dict | None:
@@ -116,7 +111,7 @@ def containers(spec: MachineSpec, base: list[dict], *, files_image: str,
         if health:
             d["healthCheck"] = health
         for auth in spec.registry_auth:
-            if _registry(c.image) == auth.registry:
+            if registry_of(c.image) == auth.registry:
                 d["repositoryCredentials"] = {"credentialsParameter": arn(
                     registry_secret(auth.username.get_secret_value(), auth.password.get_secret_value()))}
         return d
