@@ -434,27 +434,46 @@ def event_to_running() -> None:
               "reconcile path alone: <= one schedule period (60 s)")
 
 
+# Every section, in the order `./dev bench` runs them: name -> a function here, or
+# "module:function" for a section in its own module (imported only when it runs).
+# A new section is one line here; `./dev bench NAME ...` runs just those.
+SECTIONS: dict[str, object] = {
+    "cold_start": cold_start,
+    "cold_reconcile": cold_reconcile,
+    "pure_plan": lambda: [pure_plan(n) for n in (1000, 10000)],
+    "steady_reconcile": lambda: [steady_reconcile(n) for n in (100, 500)],
+    "audit_batch": audit_batch,
+    "admission": admission,
+    "fly_creates": lambda: fly_creates(20),
+    "steady_at_scale": steady_at_scale,
+    "audit_own_cost": audit_own_cost,
+    "heartbeat_beside_reconcile": heartbeat_beside_reconcile,
+    "event_to_running": event_to_running,
+    "deletes": deletes,
+    "creates_at_volume": creates_at_volume,
+}
+
+
+def section(name: str):
+    target = SECTIONS[name]
+    if isinstance(target, str):
+        import importlib
+
+        module, _, function = target.partition(":")
+        return getattr(importlib.import_module(module), function)
+    return target
+
+
 def main(only: list[str]) -> None:
-    print(f"lambdalet benchmarks ({os.cpu_count()} cores, Python {sys.version.split()[0]})")
-    if only:  # ./dev bench steady_at_scale deletes ...: just those
-        for name in only:
-            globals()[name]()
+    if only and only[0] in ("-h", "--help"):
+        print("usage: ./dev bench [SECTION ...]   (all when none)\nsections: " + " ".join(SECTIONS))
         return
-    cold_start()
-    cold_reconcile()
-    for pods in (1000, 10000):
-        pure_plan(pods)
-    for pods in (100, 500):
-        steady_reconcile(pods)
-    audit_batch()
-    admission()
-    fly_creates(20)
-    steady_at_scale()
-    audit_own_cost()
-    heartbeat_beside_reconcile()
-    event_to_running()
-    deletes()
-    creates_at_volume()
+    unknown = [n for n in only if n not in SECTIONS]
+    if unknown:
+        sys.exit(f"bench: no section {', '.join(unknown)}; sections: {' '.join(SECTIONS)}")
+    print(f"lambdalet benchmarks ({os.cpu_count()} cores, Python {sys.version.split()[0]})")
+    for name in only or SECTIONS:
+        section(name)()
 
 
 if __name__ == "__main__":
