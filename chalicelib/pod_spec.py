@@ -51,12 +51,6 @@ def _containers(pod: dict) -> Iterator[tuple[str, dict]]:
         yield f"spec.containers[{i}]", c
 
 
-def _all_containers(pod: dict) -> Iterator[tuple[str, dict]]:
-    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
-        yield f"spec.initContainers[{i}]", c
-    yield from _containers(pod)
-
-
 def _is_token_volume(v: dict) -> bool:
     """The projected service-account token volume the apiserver adds to every pod."""
     if not (str(v.get("name", "")).startswith("kube-api-access-") and isinstance(v.get("projected"), dict)):
@@ -81,7 +75,7 @@ def _sidecars(pod: dict) -> Iterator[str]:
 
 
 def _field_refs(pod: dict) -> Iterator[str]:
-    for path, c in _all_containers(pod):
+    for path, c in pv.all_containers(pod):
         for j, e in enumerate(c.get("env") or []):
             ref = (e.get("valueFrom") or {}).get("fieldRef")
             if isinstance(ref, dict) and not _known_field(ref.get("fieldPath")):
@@ -106,7 +100,7 @@ def _downward_items(v: dict) -> Iterator[dict]:
 
 
 def _unknown_value_from(pod: dict) -> Iterator[str]:
-    for path, c in _all_containers(pod):
+    for path, c in pv.all_containers(pod):
         for j, e in enumerate(c.get("env") or []):
             source = e.get("valueFrom")
             if source is not None and (not isinstance(source, dict) or len(source) != 1 or not set(source) <= {
@@ -131,7 +125,7 @@ def _cloud_volumes(pod: dict) -> Iterator[str]:
 
 def _mount_options(pod: dict) -> Iterator[str]:
     names = {v.get("name") for v in (pod.get("spec") or {}).get("volumes") or []}
-    for path, c in _all_containers(pod):
+    for path, c in pv.all_containers(pod):
         for j, m in enumerate(c.get("volumeMounts") or []):
             if m.get("subPathExpr") or m.get("mountPropagation") not in (None, "None"):
                 yield f"{path}.volumeMounts[{j}] ({m.get('name')}: subPathExpr/mountPropagation)"
@@ -140,7 +134,7 @@ def _mount_options(pod: dict) -> Iterator[str]:
 
 
 def _sub_paths(pod: dict) -> Iterator[str]:
-    for path, c in _all_containers(pod):
+    for path, c in pv.all_containers(pod):
         for j, m in enumerate(c.get("volumeMounts") or []):
             if m.get("subPath"):
                 yield f"{path}.volumeMounts[{j}].subPath ({m.get('name')})"
@@ -159,7 +153,7 @@ def _host_namespaces(pod: dict) -> Iterator[str]:
 
 
 def _privileged(pod: dict) -> Iterator[str]:
-    for path, c in _all_containers(pod):
+    for path, c in pv.all_containers(pod):
         if ((c.get("securityContext") or {}).get("privileged")) is True:
             yield f"{path}.securityContext.privileged"
 
@@ -387,7 +381,7 @@ def registry_auths(pod: dict, sources: Sources | None) -> tuple[RegistryAuth, ..
 
     if sources is None:
         return ()
-    wanted = {registry_of(str(c.get("image") or "")) for _, c in _all_containers(pod)}
+    wanted = {registry_of(str(c.get("image") or "")) for _, c in pv.all_containers(pod)}
     out: dict[str, RegistryAuth] = {}
     for ref in (pod.get("spec") or {}).get("imagePullSecrets") or []:
         obj = sources.get("Secret", str(ref.get("name")))

@@ -97,19 +97,21 @@ def _runs(machine: Machine | None) -> dict[str, ContainerRun]:
     return {run.name: run for run in machine.containers} if machine else {}
 
 
-def _probe_gated(pod: dict, container: dict) -> bool:
-    """Does this container's readiness wait for the cloud's health check? Exec
-    probes become ECS health checks; Fly runs none (pod_spec.FEATURES)."""
-    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+def _probe_gated(container: dict) -> bool:
+    """Does this container's readiness wait for a health verdict? Its exec probe
+    becomes a health check where the node's backend runs one (pod_spec.FEATURES)."""
     probes = [container.get(k) or {} for k in ("readinessProbe", "livenessProbe", "startupProbe")]
-    return annotations.get("lambdalet.io/backend") != "fly" and any("exec" in p for p in probes)
+    return any("exec" in p for p in probes)
 
 
-def _ready(pod: dict, container: dict, state: dict, run: ContainerRun | None) -> bool:
+def _ready(container: dict, state: dict, run: ContainerRun | None) -> bool:
+    """Ready as the node's backend judges it: its verdict on the run (ECS: the
+    health status, None until the first check; Fly: True while the machine runs),
+    which a probe-gated container must have; others are ready unless it says no."""
     if "running" not in state:
         return False
     verdict = run.ready if run else None
-    return verdict is True if _probe_gated(pod, container) else verdict is not False
+    return verdict is True if _probe_gated(container) else verdict is not False
 
 
 def _container_statuses(
@@ -134,7 +136,7 @@ def _container_statuses(
             "name": name,
             "image": container["image"],
             "imageID": (run.image_id if run and run.image_id else ""),
-            "ready": _ready(pod, container, state, run) if kind == "containers" else (
+            "ready": _ready(container, state, run) if kind == "containers" else (
                 state.get("terminated", {}).get("exitCode") == 0),
             "started": "running" in state,
             "restartCount": restart_count,

@@ -98,10 +98,12 @@ def expand(text: str, env: Mapping[str, str]) -> str:
 # --------------------------------------------------------------------------
 
 
-def _all_containers(pod: dict) -> Iterator[dict]:
+def all_containers(pod: dict) -> Iterator[tuple[str, dict]]:
+    """(field path, container) of every init container, then every container."""
     spec = pod.get("spec") or {}
-    yield from spec.get("initContainers") or []
-    yield from spec.get("containers") or []
+    for kind in ("initContainers", "containers"):
+        for i, c in enumerate(spec.get(kind) or []):
+            yield f"spec.{kind}[{i}]", c
 
 
 def _volume_sources(volume: dict) -> Iterator[tuple[str, dict]]:
@@ -126,7 +128,7 @@ def references(pod: dict, *, token_volume=lambda v: False) -> tuple[Reference, .
             key = (kind, str(ref["name"]))
             found[key] = found.get(key, True) and bool(ref.get("optional"))
 
-    for c in _all_containers(pod):
+    for _, c in all_containers(pod):
         for e in c.get("env") or []:
             source = e.get("valueFrom") or {}
             add("ConfigMap", source.get("configMapKeyRef"))

@@ -187,3 +187,21 @@ def test_fly_runs_init_containers_first_in_a_multi_container_machine(fly):
     containers = {c["name"]: c for c in machine["config"]["containers"]}
     assert containers["main"]["depends_on"] == [{"name": "migrate", "condition": "exited_successfully"}]
     assert containers["main"]["env"]["DB_PASSWORD"] == POD_SECRET
+
+
+def test_fly_readiness_follows_the_node_backend_not_a_pod_annotation(fly):
+    """A pod that asked for its own size gets no lambdalet.io/backend annotation at
+    admission; on a Fly node its exec probe still must not hold Ready back (Fly reports
+    no per-container health: Ready follows the machine's state)."""
+    for name, init in (("one", []), ("two", [{"name": "first", "image": "public.ecr.aws/docker/library/busybox:1.36",
+                                               "command": ["sh", "-c", "exit 0"]}])):
+        pod = virtual_pod(name, command=SLEEP_FOREVER, container={
+            "resources": {"requests": {"cpu": "250m", "memory": "256Mi"}},
+            "readinessProbe": {"exec": {"command": ["cat", "/tmp/ready"]}}}, initContainers=init)
+        fly.create_pod(pod)
+    fly.settle(rounds=10, reconcile=True)
+    for name in ("one", "two"):
+        pod = fly.pod(name)
+        assert "lambdalet.io/backend" not in (pod["metadata"].get("annotations") or {})
+        assert pod["status"]["phase"] == "Running", pod["status"]
+        assert conditions(pod)["Ready"] == "True" and pod["status"]["containerStatuses"][0]["ready"]

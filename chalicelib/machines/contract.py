@@ -243,7 +243,8 @@ class ContainerRun(BaseModel):
     finished_at: datetime | None = None
     image_id: str | None = None  # digest, where the cloud reports one
     container_id: str | None = None  # e.g. "ecs://<runtime id>"
-    # The cloud's health check verdict (ECS healthStatus): None when it has none to give.
+    # The backend's readiness verdict: ECS the health check's (healthStatus; None
+    # until it has one); Fly True while the machine runs (it reports no container health).
     ready: bool | None = None
 
 

@@ -184,7 +184,8 @@ def machine_from_fly(m: Mapping) -> Machine | None:
         run = ContainerRun(state="terminated", reason="ContainerStatusUnknown", message=stop_reason,
                            exit_code=137, started_at=started_at, finished_at=finished_at, **common)
     elif phase in (MachinePhase.RUNNING, MachinePhase.STOPPING) and started_at:
-        run = ContainerRun(state="running", started_at=started_at, **common)
+        # Fly reports no per-container health: readiness follows the machine's state.
+        run = ContainerRun(state="running", started_at=started_at, ready=True, **common)
     else:
         run = ContainerRun(state="waiting", reason="ContainerCreating", **common)
 
