@@ -1,9 +1,10 @@
 """The chaos run: many pod lifecycles through the whole test world while
 deliveries and calls fail, then at most two clean reconcile passes, then the
-invariants, printed as figures.
+invariants, printed as figures. On either backend.
 
     ./dev chaos                      # full size: 1,000 lifecycles, 20 % dropped, 20 % duplicated, 10 % failing
-    ./dev chaos --lifecycles 60      # any size (CI runs tests/test_chaos.py, a small one)
+    ./dev chaos --backend fly        # the same through the Fly fake
+    ./dev chaos --lifecycles 60      # any size (CI runs tests/test_chaos.py, a small one of each backend)
 
 The storm, each round (5 simulated seconds): new pods (jobs that exit 0 or 1,
 servers; restartPolicy Never/OnFailure/Always), the scheduler, audit batches
@@ -11,18 +12,27 @@ servers; restartPolicy Never/OnFailure/Always), the scheduler, audit batches
 deliveries dropped (time out: failurePolicy decides) or duplicated, ECS task
 state events dropped, duplicated, delayed a round and reordered, some run
 twice concurrently, pod deletes (graceful and ``--grace-period=0 --force``),
-out-of-band task stops (Spot interruptions, abrupt host loss), heartbeat
-invocations with too little Lambda time left, and reconciles (sometimes two at
-once) while the Kubernetes API fails lambdalet's calls (429 with Retry-After,
-500, 504 timeouts, 409 on pod status and Lease writes, 410 on a continued
-list: tests/world/kube_sim/faults.py) and RunTask fails (throttling, 5xx). A
-failed status write right after a create is an invocation killed between the
-create and what it records after it.
+machines stopped out of band (ECS: Spot interruptions, abrupt host loss; Fly:
+``fly machine stop``, the OOM killer, a machine destroyed, a host unreachable
+for a while), heartbeat and reconcile invocations with too little Lambda time
+left (a reconcile whose time runs out mid-pass is killed at its next cloud
+call, as Lambda ends it), reconciles (sometimes two at once) while the
+Kubernetes API fails lambdalet's calls (429 with Retry-After, 500, 504
+timeouts, 409 on pod status and Lease writes, 410 on a continued list:
+tests/world/kube_sim/faults.py) and a share of ALL cloud calls fails
+(tests/world/cloud_faults.py: every AWS call — ECS, Secrets Manager, Logs,
+DynamoDB — throttled, 5xx, timed out before or after the work; every Fly call
+429 with Retry-After, 5xx, a 409 lease conflict, the answer lost; Fly machines
+show their IP late). Some invocations are killed right after the cloud
+accepted a create (RunTask / Machine create returned), before anything after it
+is recorded: the next passes must adopt that machine (ECS: its clientToken;
+Fly: its create claim and metadata).
 
 Figures (all must be 0 but the last, which must stay bounded): machines
 without a pod, pods with two live machines, bound live pods without a machine,
-pods stuck Terminating, pods whose status disagrees with their machine,
-finished pods rewritten, and the most Events any one pod has.
+pods stuck Terminating, pods whose status disagrees with their machine (phase,
+or the IP of a running one), finished pods rewritten, and the most Events any
+one pod has.
 """
 
 from __future__ import annotations
@@ -35,35 +45,70 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
+from contextlib import contextmanager
 from datetime import datetime, timezone
 
+from tests.world.cloud_faults import CloudFaults, Killed
 from tests.world.fargate_plane import Clock
 from tests.world.stack import NODE, OPT_IN, SA_USER, Stack, virtual_pod
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 MAX_EVENTS_PER_POD = 40
 LIVE = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING")
+FLY_LIVE = ("created", "starting", "started")
+KILL_RATE = 0.1  # of the creates the cloud accepted: the invocation is killed right after
 
 
 class Storm:
-    def __init__(self, stack: Stack, rng: random.Random, *, drop: float, duplicate: float, failing: float):
-        self.stack, self.rng = stack, rng
+    def __init__(self, stack: Stack, rng: random.Random, cloud: CloudFaults, *, drop: float, duplicate: float,
+                 failing: float):
+        self.stack, self.rng, self.cloud = stack, rng, cloud
         self.drop, self.duplicate, self.failing = drop, duplicate, failing
         self.delayed: list[dict] = []
         self.counts: Counter = Counter()
         self.finished: dict[str, str] = {}  # uid -> the status JSON when first seen finished
         self.rewritten: set[str] = set()
 
+    # -- invocations -----------------------------------------------------------
+    @contextmanager
+    def disarmed(self):
+        """The driver's own cloud reads: no faults."""
+        armed, self.cloud.armed = self.cloud.armed, False
+        try:
+            yield
+        finally:
+            self.cloud.armed = armed
+
+    def invoke(self, call, *args):
+        """One Lambda invocation (or HTTP delivery) of the app; a killed one returns None."""
+        self.cloud.revive()
+        try:
+            return call(*args)
+        except Killed:
+            self.counts["invocations killed"] += 1
+            return None
+        finally:
+            self.cloud.revive()
+
     # -- deliveries ------------------------------------------------------------
     def admission_sink(self, url: str, body: bytes, timeout: float):
         if self.rng.random() < self.drop:
             self.counts["admission dropped"] += 1
             raise TimeoutError(url)
-        answer = self.stack.deliver_admission(url, body, timeout)
+        answer = self.invoke(self.stack.deliver_admission, url, body, timeout)
         if self.rng.random() < self.duplicate:
             self.counts["admission duplicated"] += 1
-            answer = self.stack.deliver_admission(url, body, timeout)
+            answer = self.invoke(self.stack.deliver_admission, url, body, timeout)
+        if answer is None:  # killed: the apiserver's call times out
+            raise TimeoutError(url)
         return answer
+
+    def audit_sink(self, deliver):
+        """Wrap the audit webhook's sink: a killed invocation is a 504 from API Gateway."""
+        def sink(*args):
+            answer = self.invoke(deliver, *args)
+            return 504 if answer is None else answer
+        return sink
 
     def machine_events(self, events: list[dict]) -> None:
         out = self.delayed
@@ -83,9 +128,11 @@ class Storm:
                 self.counts["ecs events duplicated"] += 1
         self.rng.shuffle(out)
         if out and self.rng.random() < 0.2:  # the same event in two concurrent invocations
-            self._concurrently(lambda: self.stack.machine_events([out[0]]), lambda: self.stack.machine_events([out[0]]))
+            self._concurrently(lambda: self.invoke(self.stack.machine_events, [out[0]]),
+                               lambda: self.invoke(self.stack.machine_events, [out[0]]))
             self.counts["ecs events run concurrently"] += 1
-        self.stack.machine_events(out)
+        for event in out:  # one invocation each, as EventBridge delivers them
+            self.invoke(self.stack.machine_events, [event])
 
     @staticmethod
     def _concurrently(*calls) -> None:
@@ -107,15 +154,10 @@ class Storm:
             if self.rng.random() < self.failing:
                 faults.add(verb, resource, status, user=SA_USER, times=self.rng.randint(1, 3), **extra)
                 self.counts[f"kube {verb} {resource} {status}"] += 1
-        if self.rng.random() < self.failing:
-            n = self.rng.randint(1, 3)
-            self.stack.plane.fail_runs(n, self.rng.choice(["ThrottlingException", "ServerException"]),
-                                       status=self.rng.choice([400, 500]))
-            self.counts["ecs RunTask failed"] += n
 
     def clear(self) -> None:
         self.stack.sim.api.faults.clear()
-        self.stack.plane.run_failures.clear()
+        self.cloud.armed = False
 
     # -- watching finished pods ------------------------------------------------
     def watch_finished(self, pods: list[dict]) -> None:
@@ -145,6 +187,36 @@ def _tags(task: dict) -> dict:
     return {**(identity_from_task(task) or {}), **{t["key"]: t["value"] for t in task.get("tags", [])}}
 
 
+def _task_ip(task: dict) -> str | None:
+    for attachment in task.get("attachments") or []:
+        for detail in attachment.get("details") or []:
+            if detail.get("name") == "privateIPv4Address" and detail.get("value"):
+                return detail["value"]
+    return None
+
+
+def machines(stack: Stack) -> list[dict]:
+    """Every machine the cloud has (live or not), read from the cloud itself, as
+    ``{id, uid, attempt, live, running, ip}``."""
+    if stack.backend == "fly":
+        from chalicelib.machines.fly.config import META_ATTEMPT, META_UID
+
+        with stack.fly._lock:
+            found = list(stack.fly.machines.values()) + list(stack.fly.destroyed.values())
+            return [{"id": m.id, "uid": (m.config.get("metadata") or {}).get(META_UID),
+                     "attempt": int((m.config.get("metadata") or {}).get(META_ATTEMPT, 0)),
+                     "live": m.state in FLY_LIVE, "running": m.state == "started",
+                     "ip": m.private_ip if m.started_at is not None else None} for m in found]
+    out = []
+    for task in stack.tasks():
+        tags = _tags(task)
+        out.append({"id": task["taskArn"], "uid": tags.get("lambdalet.io/pod-uid"),
+                    "attempt": int(tags.get("lambdalet.io/attempt", 0)),
+                    "live": task["lastStatus"] in LIVE and task["desiredStatus"] != "STOPPED",
+                    "running": task["lastStatus"] == "RUNNING", "ip": _task_ip(task)})
+    return out
+
+
 def lifecycle_pod(rng: random.Random, index: int) -> tuple[dict, str]:
     kind = rng.choice(["ok-job", "failing-job", "crashloop", "server", "server"])
     name = f"chaos-{index}"
@@ -158,9 +230,43 @@ def lifecycle_pod(rng: random.Random, index: int) -> tuple[dict, str]:
     return virtual_pod(name, restart="Always", command=["sh", "-c", "sleep 100000"]), kind
 
 
+def stop_out_of_band(stack: Stack, storm_: Storm, rng: random.Random) -> None:
+    """The cloud (or someone else) stops a few running machines; Fly hosts come and go."""
+    if stack.backend == "fly":
+        fly = stack.fly
+        with fly._lock:
+            started = [m.id for m in fly.machines.values() if m.state == "started"]
+            away = [m.id for m in fly.machines.values() if m.host_status != "ok"]
+        for machine_id in away:  # back after a round or two
+            if rng.random() < 0.5:
+                fly.reachable(machine_id)
+        for machine_id in started:
+            roll = rng.random()
+            if roll < 0.015:
+                fly.stop_out_of_band(machine_id)
+                storm_.counts["fly machines stopped out of band"] += 1
+            elif roll < 0.02:
+                fly.oom(machine_id)
+                storm_.counts["fly machines OOM-killed"] += 1
+            elif roll < 0.025:
+                fly.vanish(machine_id)
+                storm_.counts["fly machines vanished"] += 1
+            elif roll < 0.04:
+                fly.unreachable(machine_id, rng.choice(["unreachable", "unknown"]))
+                storm_.counts["fly hosts unreachable"] += 1
+        return
+    with storm_.disarmed():
+        running = stack.tasks("RUNNING")
+    for task in running:
+        if rng.random() < 0.03:
+            stack.plane.kill(task["taskArn"], abrupt=rng.random() < 0.3)
+            storm_.counts["tasks stopped out of band"] += 1
+
+
 def storm(stack: Stack, storm_: Storm, rng: random.Random, lifecycles: int, per_round: int) -> None:
     created, live_names = 0, []
     rounds = 0
+    storm_.cloud.armed = True
     while created < lifecycles or rounds < 3:
         rounds += 1
         storm_.faults()
@@ -183,20 +289,18 @@ def storm(stack: Stack, storm_: Storm, rng: random.Random, lifecycles: int, per_
                 stack.core.delete_namespaced_pod(name, "default")
                 storm_.counts["deletes graceful"] += 1
                 live_names.remove(name)
-        running = stack.tasks("RUNNING")
-        for task in running:
-            if rng.random() < 0.03:
-                stack.plane.kill(task["taskArn"], abrupt=rng.random() < 0.3)
-                storm_.counts["tasks stopped out of band"] += 1
+        stop_out_of_band(stack, storm_, rng)
         if rng.random() < 0.5:
             if rng.random() < 0.3:
-                Storm._concurrently(stack.reconcile, stack.reconcile)
+                Storm._concurrently(lambda: storm_.invoke(stack.reconcile), lambda: storm_.invoke(stack.reconcile))
                 storm_.counts["reconciles concurrent"] += 1
             else:
-                stack.reconcile()
+                storm_.invoke(stack.reconcile)
                 storm_.counts["reconciles"] += 1
         if rng.random() < 0.1:
-            heartbeat_short_of_time(stack)
+            reconcile_short_of_time(stack, storm_, rng)
+        if rng.random() < 0.1:
+            storm_.invoke(heartbeat_short_of_time, stack)
             storm_.counts["heartbeats out of time"] += 1
         storm_.watch_finished(all_pods(stack))
         stack.advance(5)
@@ -213,10 +317,43 @@ def heartbeat_short_of_time(stack: Stack) -> None:
     stack.client.lambda_.invoke("heartbeat", event)  # chalice.test gives 3 s: the short budget
 
 
+def reconcile_short_of_time(stack: Stack, storm_: Storm, rng: random.Random) -> None:
+    """A reconcile invocation with little Lambda time left (0.05 to 1 s): it starts no
+    pod's work past its deadline, and when the time is up Lambda ends it (its next
+    cloud call is Killed). The next runs finish what it left."""
+    from functools import partial
+    from unittest import mock
+
+    from chalice.local import LambdaContext
+
+    budget = rng.uniform(0.05, 1.0)
+    event = stack.client.events.generate_cw_event(source="aws.events", detail_type="Scheduled Event", detail={},
+                                                  resources=[], region="us-east-1")
+    timer = threading.Timer(budget, storm_.cloud.kill_now)
+
+    def invocation():
+        timer.start()
+        try:
+            return stack.client.lambda_.invoke("reconcile", event).payload
+        finally:
+            timer.cancel()
+
+    with mock.patch("chalice.test.LambdaContext", partial(LambdaContext, max_runtime_ms=int(budget * 1000))):
+        payload = storm_.invoke(invocation)
+    storm_.counts["reconciles out of time"] += 1
+    for report in (payload or {}).values():
+        if isinstance(report, dict):
+            storm_.counts["reconciles out of time: pods deferred"] += report.get("deferred", 0)
+
+
 def clean_passes(stack: Stack, storm_: Storm) -> None:
     """Faults off; the world moves on (task stop timeouts, back-offs); two reconciles."""
     storm_.clear()
     stack.audit.drop = stack.audit.duplicate = 0.0
+    if stack.backend == "fly":
+        with stack.fly._lock:
+            for m in stack.fly.machines.values():
+                m.host_status = "ok"
     stack.audit.flush()
     for _ in range(2):
         for _ in range(8):  # the cloud finishes what it was asked (stop timeouts up to 30 s)
@@ -229,21 +366,26 @@ def clean_passes(stack: Stack, storm_: Storm) -> None:
 
 def measure(stack: Stack, storm_: Storm) -> dict[str, int]:
     pods = all_pods(stack)
-    tasks = stack.tasks()
     by_uid = {p["metadata"]["uid"]: p for p in pods}
     live = defaultdict(list)
     latest: dict[str, dict] = {}
-    for task in tasks:
-        tags = _tags(task)
-        uid = tags.get("lambdalet.io/pod-uid")
-        if task["lastStatus"] in LIVE and task["desiredStatus"] != "STOPPED":
-            live[uid].append(task)
-        if uid not in latest or int(tags.get("lambdalet.io/attempt", 0)) >= int(_tags(latest[uid]).get(
-                "lambdalet.io/attempt", 0)):
-            latest[uid] = task
-    orphans = sum(len(ts) for uid, ts in live.items()
-                  if uid not in by_uid or by_uid[uid]["spec"].get("nodeName") != NODE)
-    doubles = sum(1 for uid, ts in live.items() if len(ts) > 1)
+    found = machines(stack)
+    for machine in found:
+        uid = machine["uid"]
+        if machine["live"]:
+            live[uid].append(machine)
+        if uid not in latest or machine["attempt"] >= latest[uid]["attempt"]:
+            latest[uid] = machine
+    orphaned = {m["id"] for uid, ms in live.items() for m in ms
+                if uid not in by_uid or by_uid[uid]["spec"].get("nodeName") != NODE}
+    orphans = len(orphaned)
+    per_attempt = Counter((m["uid"], m["attempt"]) for m in found)
+    twice = sum(n - 1 for n in per_attempt.values() if n > 1)
+    # A create whose invocation was killed right after the cloud accepted it: its
+    # machine must be the pod's (no orphan) and the only one of its attempt (no duplicate).
+    killed = [m for m in found if m["id"] in set(storm_.cloud.killed_creates)]
+    not_adopted = [m["id"] for m in killed if m["id"] in orphaned or per_attempt[(m["uid"], m["attempt"])] > 1]
+    doubles = sum(1 for uid, ms in live.items() if len(ms) > 1)
     without, disagree = [], []
     for pod in pods:
         uid, status = pod["metadata"]["uid"], pod.get("status") or {}
@@ -256,58 +398,105 @@ def measure(stack: Stack, storm_: Storm) -> dict[str, int]:
         if status.get("phase") not in ("Succeeded", "Failed") and not live.get(uid) and not backing_off:
             without.append(pod["metadata"]["name"])
         says_running = status.get("phase") == "Running" and any("running" in s for s in states)
-        task = latest.get(uid)
-        if task is not None and says_running != (task["lastStatus"] == "RUNNING"):
-            disagree.append((pod["metadata"]["name"], status.get("phase"), task["lastStatus"]))
+        machine = latest.get(uid)
+        if machine is not None and says_running != machine["running"]:
+            disagree.append((pod["metadata"]["name"], status.get("phase"), "machine running" if machine["running"]
+                             else "machine not running"))
+        elif machine is not None and says_running and machine["ip"] and status.get("podIP") != machine["ip"]:
+            disagree.append((pod["metadata"]["name"], f"podIP {status.get('podIP')}", f"machine IP {machine['ip']}"))
     events = Counter(e["involvedObject"].get("uid") for e in all_events(stack))
     return {
         "machines without a pod": orphans,
         "pods with two live machines": doubles,
+        "machines created twice for one pod attempt": twice,
+        "killed creates not adopted": len(not_adopted),
         "bound live pods without a machine": len(without),
         "pods stuck Terminating": sum(1 for p in pods if p["metadata"].get("deletionTimestamp")),
         "pods whose status disagrees with their machine": len(disagree),
         "finished pods rewritten": len(storm_.rewritten),
         "most Events on one pod": max(events.values(), default=0),
-        "_detail": {"without": without[:10], "disagree": disagree[:10]},
+        "_detail": {"without": without[:10], "disagree": disagree[:10], "not adopted": not_adopted[:10]},
+        "_killed creates": len(killed),
     }
 
 
 def run(lifecycles: int = 1000, drop: float = 0.2, duplicate: float = 0.2, failing: float = 0.1,
-        seed: int = 1, per_round: int | None = None, out=sys.stdout) -> dict:
+        seed: int = 1, per_round: int | None = None, out=sys.stdout, backend: str = "ecs") -> dict:
     from chalicelib.kube import client
 
     rng = random.Random(seed)
     started = time.monotonic()
     page_size, client.PAGE_SIZE = client.PAGE_SIZE, 10  # small pages: continued lists, so 410s can strike
     try:
-        return _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started)
+        with CloudFaults(random.Random(seed + 1), failing, KILL_RATE) as cloud:
+            return _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started, backend, cloud)
     finally:
         client.PAGE_SIZE = page_size
 
 
-def _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started) -> dict:
+def _fly_world(stack: Stack, storm_: Storm) -> None:
+    """The Fly fake fails a share of calls (cloud_faults), hides IPs until a machine runs,
+    and lambdalet's Fly client is killed after a create; its waits (Retry-After, its own
+    rate buckets) are counted, not slept: the fake keeps no real-time limits here."""
+    from chalicelib import wiring
+
+    stack.fly.chaos = storm_.cloud.fly_fault
+    stack.fly.late_ips = True
+    api = wiring.world().backend_for(NODE).api
+    api.session.hooks["response"].append(storm_.cloud.fly_kill_hook)
+
+    def waited(seconds: float) -> None:
+        storm_.cloud.count("fly client waits (Retry-After, back-off, pacing)")
+
+    api.sleep = api.buckets.sleep = waited
+
+
+def _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, started, backend, cloud) -> dict:
     audit = {"drop": drop, "duplicate": duplicate, "reorder": True, "seed": seed, "batch_max_wait": 1.0}
-    with Stack(clock=Clock(T0), audit=audit, admission=True) as stack:
-        storm_ = Storm(stack, rng, drop=drop, duplicate=duplicate, failing=failing)
+    with Stack(clock=Clock(T0), audit=audit, admission=True, backend=backend) as stack:
+        storm_ = Storm(stack, rng, cloud, drop=drop, duplicate=duplicate, failing=failing)
         stack.sim.connect_webhook("https://LAMBDALET_API_HOST/api", storm_.admission_sink)
+        stack.audit.sink = storm_.audit_sink(stack.audit.sink)
         stack.core.patch_namespace("default", {"metadata": {"labels": OPT_IN}})  # the binding fast path
         stack.reconcile()
+        if backend == "fly":
+            _fly_world(stack, storm_)
         storm(stack, storm_, rng, lifecycles, per_round or max(2, lifecycles // 40))
         clean_passes(stack, storm_)
         figures = measure(stack, storm_)
         figures["_storm"] = dict(sorted(storm_.counts.items()))
         figures["_storm"]["kube faults injected"] = stack.sim.api.faults.injected
+        figures["_cloud"] = dict(sorted(cloud.counts.items()))
+        figures["_cloud"]["cloud faults injected"] = sum(v for k, v in cloud.counts.items()
+                                                         if not k.startswith(("killed", "fly client")))
     figures["_seconds"] = round(time.monotonic() - started, 1)
-    print(f"chaos: {lifecycles} lifecycles, {drop:.0%} dropped, {duplicate:.0%} duplicated, "
-          f"{failing:.0%} of call kinds failing each round, seed {seed}, {figures['_seconds']} s", file=out)
+    print(f"chaos: {backend}, {lifecycles} lifecycles, {drop:.0%} dropped, {duplicate:.0%} duplicated, "
+          f"{failing:.0%} of cloud calls failing, seed {seed}, {figures['_seconds']} s", file=out)
     for key, value in figures["_storm"].items():
         print(f"  storm  {key}: {value}", file=out)
+    for key, value in _grouped(figures["_cloud"]).items():
+        print(f"  cloud  {key}: {value}", file=out)
+    print(f"  after  machines of killed creates, seen: {figures['_killed creates']}", file=out)
     for key, value in figures.items():
         if not key.startswith("_"):
             print(f"  after  {key}: {value}", file=out)
     if any(figures["_detail"].values()):
         print(f"  detail {figures['_detail']}", file=out)
     return figures
+
+
+def _grouped(counts: dict) -> dict:
+    """Cloud faults per call (``aws ecs RunTask``) and per kind (``aws ... throttled``), then the rest."""
+    out: Counter = Counter()
+    kinds = ("throttled", "5xx", "connect timeout", "read timeout", "lost", "lease")
+    for key, value in counts.items():
+        kind = next((k for k in kinds if key.endswith(" " + k)), None)
+        if key.startswith(("aws ", "fly ")) and kind:
+            out[key[: -len(kind) - 1] + " (call)"] += value
+            out[f"{key.split()[0]} * {kind} (kind)"] += value
+        else:
+            out[key] += value
+    return dict(sorted(out.items()))
 
 
 def failed(figures: dict) -> list[str]:
@@ -319,6 +508,7 @@ def failed(figures: dict) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="./dev chaos", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--backend", choices=("ecs", "fly"), default="ecs")
     parser.add_argument("--lifecycles", type=int, default=1000)
     parser.add_argument("--drop", type=float, default=0.2)
     parser.add_argument("--duplicate", type=float, default=0.2)
@@ -328,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
     import chalicelib.telemetry  # noqa: F401 - powertools' "lambdalet" logger, quieted below
 
     logging.getLogger("lambdalet").setLevel(logging.CRITICAL)  # the storm's failures are expected: figures only
-    figures = run(args.lifecycles, args.drop, args.duplicate, args.failing, args.seed)
+    figures = run(args.lifecycles, args.drop, args.duplicate, args.failing, args.seed, backend=args.backend)
     bad = failed(figures)
     print("chaos: " + ("FAILED: " + ", ".join(bad) if bad else "all invariants hold"))
     return 1 if bad else 0

@@ -194,6 +194,8 @@ class Stack:
         for backend in wiring.world().backends.values():  # the pod secret mirrors' grace runs on the world's clock too
             if getattr(backend, "secrets", None) is not None:
                 backend.secrets.clock = lambda: self.clock().timestamp()
+            if getattr(backend, "claims", None) is not None:  # Fly's create-claim leases too
+                backend.claims.clock = lambda: self.clock().timestamp()
         self.audit_answers: list[int] = []
         if self._connect_audit:
             self.connect_audit(self.deliver_audit, kubeconfig=audit_kubeconfig(self.audit_scheme))

@@ -36,7 +36,15 @@ Faults, on demand: ``fail(action, status, ...)`` (429 with Retry-After, 5xx,
 anything), ``no_capacity(region)`` (412 ``insufficient_capacity`` on
 create in that region; other statuses/texts as reported), ``oom(id)`` (the
 kernel kills the machine), ``vanish(id)`` (the machine disappears),
-``latency`` (seconds per request) and ``rate_limit``.
+``latency`` (seconds per request) and ``rate_limit``; ``chaos``: a callable
+given each call's action that may answer for it (``(status, error, headers)``:
+429 with Retry-After, 5xx, a 409 lease conflict...; status 0: the call is
+done, then the connection drops before the answer, as a timeout after the
+fact looks to the client). ``stop_out_of_band(id)``: someone else stops the
+machine (``fly machine stop``, a host drain). ``late_ips``: a machine shows no
+``private_ip`` until it has started (the field is optional: not required in
+the Swagger ``Machine`` definition, ``omitempty`` in fly-go's ``Machine``; our
+pessimistic reading of a machine not yet placed on a host).
 
 The live API as documented beyond the Swagger file (issue 8; sources in
 ``tests/fixtures/fly/README.md``):
@@ -234,7 +242,7 @@ class FakeMachine:
     output: list[str] = field(default_factory=list)  # what the program prints once started
     files: dict[tuple[str, str], tuple[bytes, int]] = field(default_factory=dict)  # (container, path) -> (data, mode)
 
-    def view(self) -> dict:
+    def view(self, late_ip: bool = False) -> dict:
         image = self.config.get("image", "")
         repo, _, tag = image.rpartition(":") if ":" in image.rsplit("/", 1)[-1] else (image, "", "latest")
         registry, _, repository = repo.partition("/") if "." in repo.split("/", 1)[0] else ("registry-1.docker.io", "", repo)
@@ -247,6 +255,8 @@ class FakeMachine:
             "created_at": _iso(self.created_at), "updated_at": _iso(self.updated_at or self.created_at),
             "events": list(self.events), "host_status": self.host_status,
         }
+        if late_ip and self.started_at is None:
+            del out["private_ip"]
         if self.host_status != "ok":
             # What the API knows without the host: the config it stored, not what the host resolved.
             del out["config"]
@@ -269,6 +279,8 @@ class FlyFake:
         self.requests: list[tuple[str, str, int]] = []  # (method, path, status)
         self.faults: list[Fault] = []
         self.latency = 0.0
+        self.chaos: Callable[[str], tuple[int, str, dict] | None] | None = None
+        self.late_ips = False
         self.rate_limit = False
         self.monotonic = time.monotonic  # the limiter's clock; tests may freeze it
         self._buckets: dict[tuple, tuple[float, float]] = {}
@@ -357,6 +369,15 @@ class FlyFake:
         with self._lock:
             m = self.machines[machine_id]
             m.oom = True
+
+    def stop_out_of_band(self, machine_id: str) -> None:
+        """Someone other than lambdalet stops the machine (``fly machine stop``, a host drain): SIGTERM."""
+        with self._lock:
+            m = self.machines[machine_id]
+            if m.state == "started":
+                m.stop_at, m.stop_signal = self.clock(), "SIGTERM"
+                m.state = "stopping"
+                self._event(m, "stop", "stopping", "user")
 
     def vanish(self, machine_id: str) -> None:
         with self._lock:
@@ -462,7 +483,7 @@ class FlyFake:
         region = query.get("region")
         wanted = {k[len("metadata."):]: v for k, v in query.items() if k.startswith("metadata.")}
         machines = list(self.machines.values()) + (list(self.destroyed.values()) if include_deleted else [])
-        return 200, [m.view() for m in sorted(machines, key=lambda m: m.created_at)
+        return 200, [m.view(self.late_ips) for m in sorted(machines, key=lambda m: m.created_at)
                      if self._propagated(m) and (region is None or m.region == region)
                      and all((m.config.get("metadata") or {}).get(k) == v for k, v in wanted.items())]
 
@@ -511,7 +532,7 @@ class FlyFake:
         )
         self._event(m, "launch", "created", "user")
         self.machines[machine_id] = m
-        return 200, m.view()
+        return 200, m.view(self.late_ips)
 
     def _files(self, config: dict) -> dict[tuple[str, str], tuple[bytes, int]]:
         """The files a machine's containers see: ``raw_value`` (base64) or an app
@@ -548,8 +569,8 @@ class FlyFake:
         if live is not None and not self._propagated(live):
             raise ApiError(404, "machine not found")
         if machine_id in self.destroyed:
-            return 200, self.destroyed[machine_id].view()
-        return 200, self._machine(app, machine_id).view()
+            return 200, self.destroyed[machine_id].view(self.late_ips)
+        return 200, self._machine(app, machine_id).view(self.late_ips)
 
     def api_events(self, app: str, machine_id: str, query: dict, body: Any) -> tuple[int, Any]:
         m = self.machines.get(machine_id) or self.destroyed.get(machine_id)
@@ -705,6 +726,9 @@ class FlyFake:
             return 400, {"error": "request body required"}, {}
         if self._limited(action, params["app"], params.get("id")):
             return 429, {"error": "rate limit exceeded"}, {"Retry-After": "1"}
+        chaos = self.chaos(action) if self.chaos is not None else None
+        if chaos is not None and chaos[0]:
+            return chaos[0], {"error": chaos[1]}, chaos[2]
         fault = self._take_fault(action) if action != "create" else None
         if fault is not None:
             extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
@@ -721,6 +745,8 @@ class FlyFake:
             extra: dict = {}
         except ApiError as err:
             status, out, extra = err.status, err.body(), err.headers
+        if chaos is not None:  # done, but the answer never reaches the client
+            return 0, None, {}
         return status, out, extra
 
     def check_response(self, method: str, raw_path: str, status: int, body: Any) -> None:
@@ -762,6 +788,11 @@ class _Handler(BaseHTTPRequestHandler):
         except Exception as err:  # noqa: BLE001 - the fake's own bug: say so loudly
             self.fake.violation(f"fake crashed on {self.command} {self.path}: {type(err).__name__}: {err}")
             status, body, extra = 500, {"error": f"fake crashed: {err}"}, {}
+        if status == 0:  # chaos: the connection drops before the answer
+            with self.fake._lock:
+                self.fake.requests.append((self.command, urlsplit(self.path).path, 0))
+            self.close_connection = True
+            return
         self.fake.check_response(self.command, self.path, status, body)
         with self.fake._lock:
             self.fake.requests.append((self.command, urlsplit(self.path).path, status))
