@@ -39,6 +39,9 @@ class Settings(BaseSettings):
     # Secrets Manager id/ARN of a PEM bundle (client certificate + private key) for the node identity
     # mode: system:node:<name> in system:nodes, from the kubernetes.io/kube-apiserver-client-kubelet signer.
     k8s_client_cert_secret: str = ""
+    # EKS: the cluster's name. The functions authenticate with tokens minted from their own IAM
+    # role (chalicelib/kube/eks_token.py); an EKS access entry maps the role to lambdalet's group.
+    k8s_eks_cluster_name: str = Field("", pattern=r"^([0-9A-Za-z][A-Za-z0-9_-]{0,99})?$")
     # Secrets Manager id/ARN of the bearer token kube-apiserver presents to /audit
     # and /admission/* (its webhook kubeconfigs). Empty: no check (the sandbox).
     webhook_token_secret: str = ""
@@ -142,9 +145,11 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _one_identity(self) -> "Settings":
-        """The ServiceAccount token or the node's client certificate; a node identity is one node's."""
-        if bool(self.k8s_token_secret) == bool(self.k8s_client_cert_secret):
-            raise ValueError(f"{ENV_PREFIX}K8S_TOKEN_SECRET or {ENV_PREFIX}K8S_CLIENT_CERT_SECRET: set exactly one")
+        """The ServiceAccount token, the node's client certificate or the EKS role; a node identity is one node's."""
+        modes = [self.k8s_token_secret, self.k8s_client_cert_secret, self.k8s_eks_cluster_name]
+        if sum(map(bool, modes)) != 1:
+            raise ValueError(f"{ENV_PREFIX}K8S_TOKEN_SECRET, {ENV_PREFIX}K8S_CLIENT_CERT_SECRET or "
+                             f"{ENV_PREFIX}K8S_EKS_CLUSTER_NAME: set exactly one")
         if self.k8s_client_cert_secret and len(self.node_names) != 1:
             raise ValueError(f"{ENV_PREFIX}NODE_NAMES: a node identity (K8S_CLIENT_CERT_SECRET) is one node's: "
                              "name one node per deployment")

@@ -93,6 +93,11 @@ def build_kube(config: Settings):
     if config.k8s_client_cert_secret:  # node identity: the apiserver's Node authorizer scopes every call
         return KubeClient(api_client(config.k8s_api_url, None, config.k8s_ca_bundle,
                                      client_pem=secret(config.k8s_client_cert_secret)))
+    if config.k8s_eks_cluster_name:  # EKS: tokens from the function's own role, no stored secret
+        from chalicelib.kube.eks_token import EksTokens
+
+        return KubeClient(api_client(config.k8s_api_url, EksTokens(config.k8s_eks_cluster_name, config.region),
+                                     config.k8s_ca_bundle))
     token = lambda: secret(config.k8s_token_secret)  # noqa: E731 - re-read (cached) per request: rotation works
     return KubeClient(api_client(config.k8s_api_url, token, config.k8s_ca_bundle))
 

@@ -63,7 +63,23 @@ def test_one_identity_a_token_or_a_node_certificate_and_a_node_identity_serves_o
     env.setenv("LAMBDALET_NODE_NAMES", "vk-a")
     assert load_settings().k8s_client_cert_secret == "lambdalet/node-cert"
     env.delenv("LAMBDALET_K8S_CLIENT_CERT_SECRET")
-    with pytest.raises(SettingsError, match="LAMBDALET_K8S_TOKEN_SECRET or LAMBDALET_K8S_CLIENT_CERT_SECRET"):
+    with pytest.raises(SettingsError, match="LAMBDALET_K8S_TOKEN_SECRET, LAMBDALET_K8S_CLIENT_CERT_SECRET or "
+                                            "LAMBDALET_K8S_EKS_CLUSTER_NAME: set exactly one"):
+        load_settings()
+
+
+def test_the_eks_identity_is_a_third_mode_exclusive_with_the_other_two(env):
+    env.setenv("LAMBDALET_K8S_EKS_CLUSTER_NAME", "prod-1")
+    with pytest.raises(SettingsError, match="set exactly one"):  # with the SA token of env()
+        load_settings()
+    env.delenv("LAMBDALET_K8S_TOKEN_SECRET")
+    assert load_settings().k8s_eks_cluster_name == "prod-1"  # several nodes: the role is not a node's
+    env.setenv("LAMBDALET_K8S_CLIENT_CERT_SECRET", "lambdalet/node-cert")
+    with pytest.raises(SettingsError, match="set exactly one"):
+        load_settings()
+    env.delenv("LAMBDALET_K8S_CLIENT_CERT_SECRET")
+    env.setenv("LAMBDALET_K8S_EKS_CLUSTER_NAME", "prod 1")  # EKS names: [0-9A-Za-z][A-Za-z0-9_-]*
+    with pytest.raises(SettingsError, match="LAMBDALET_K8S_EKS_CLUSTER_NAME"):
         load_settings()
 
 

@@ -56,6 +56,12 @@ METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client c
 # LAMBDALET_KUBELET_CLIENTS: the apiserver's kubelet client everywhere, metrics-server its two paths
 KUBELET_CLIENTS = {"kube-apiserver-kubelet-client": ["*"], METRICS_SERVER: ["stats", "metrics"]}
 POD_SECRETS_PREFIX = "lambdalet/dev/pod-secrets/"
+# The EKS mode (Stack(eks=True)): the functions' role as Chalice names it (<app>-<stage>), the
+# cluster it mints tokens for, and the group its access entry gives it (infra/aws/lambdalet.yaml
+# FunctionsAccessEntry; infra/overlay.py binds it to lambdalet's roles).
+FUNCTIONS_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev"
+EKS_CLUSTER = "lambdalet-test"
+EKS_GROUP = "lambdalet"
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
@@ -98,8 +104,10 @@ class Stack:
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
                  anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
                  admission: bool = True, node_overrides: dict | None = None, audit_scheme: str = "https",
-                 async_invoke: bool = False):
+                 async_invoke: bool = False, eks: bool = False):
         assert backend in ("ecs", "fly"), backend
+        assert not (eks and moto_endpoint), "the EKS mode's STS is moto in-process (tests/world/moto_sts.py)"
+        self.eks = eks  # True: lambdalet mints EKS tokens from its role; the simulator verifies them (eks_auth.py)
         self.node_overrides = node_overrides or {}  # LAMBDALET_NODE_OVERRIDES: nodes on other backends
         self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
         self.fly_fallback_regions = fly_fallback_regions
@@ -145,6 +153,8 @@ class Stack:
         # nobody gets in without a token, so a missing or unscoped call fails here.
         self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts"], rules=rbac_rules(nodes=self.nodes))
         self.sim.api.allow_anonymous = self.anonymous
+        if self.eks:
+            self._start_eks()
         self.core = CoreV1Api(self.sim.api_client())
 
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=TOKEN_SECRET, SecretString=SA_TOKEN)
@@ -152,7 +162,7 @@ class Stack:
             Name=WEBHOOK_TOKEN_SECRET, SecretString=WEBHOOK_TOKEN)
         self._setenv({
             "LAMBDALET_K8S_API_URL": self.sim.url,
-            "LAMBDALET_K8S_TOKEN_SECRET": TOKEN_SECRET,
+            "LAMBDALET_K8S_TOKEN_SECRET": "" if self.eks else TOKEN_SECRET,
             "LAMBDALET_WEBHOOK_TOKEN_SECRET": "" if self.anonymous else WEBHOOK_TOKEN_SECRET,
             "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
             "LAMBDALET_BACKEND": self.backend,
@@ -203,6 +213,26 @@ class Stack:
         self.admission_down = False  # True: the webhook URL refuses connections (a lambdalet outage)
         if self._connect_admission:
             self.connect_admission()
+
+    def _start_eks(self) -> None:
+        """As on EKS: the functions run with their role's session credentials (Lambda puts them in
+        the environment), the cluster's authenticator asks STS (moto) who signed a token, and the
+        role's access entry names its group, bound to the rules of infra/k8s/rbac.yaml."""
+        from tests.world.kube_sim.eks_auth import AccessEntry, EksAuthenticator
+        from tests.world.moto_sts import get_caller_identity
+
+        boto3.client("iam", region_name=REGION).create_role(
+            RoleName=FUNCTIONS_ROLE.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps({
+                "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
+                                                        "Principal": {"Service": "lambda.amazonaws.com"}}]}))
+        creds = boto3.client("sts", region_name=REGION).assume_role(
+            RoleArn=FUNCTIONS_ROLE, RoleSessionName="lambdalet-dev-reconcile")["Credentials"]
+        self._setenv({"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
+                      "AWS_SESSION_TOKEN": creds["SessionToken"], "LAMBDALET_K8S_EKS_CLUSTER_NAME": EKS_CLUSTER})
+        self.eks_auth = EksAuthenticator(EKS_CLUSTER, get_caller_identity)
+        self.eks_auth.add_entry(AccessEntry(FUNCTIONS_ROLE, (EKS_GROUP,)))
+        self.sim.enable_eks(self.eks_auth)
+        self.sim.bind_group(EKS_GROUP, rbac_rules(nodes=self.nodes))
 
     def _start_kubelet_endpoint(self, app) -> None:
         """The kubelet API as the apiserver reaches it: a throwaway cluster CA, the mTLS

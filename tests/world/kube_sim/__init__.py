@@ -95,6 +95,15 @@ class KubeSim:
         self.api.tokens[token] = {"username": f"system:node:{node}", "uid": f"system:node:{node}",
                                   "groups": ["system:nodes", "system:authenticated"], "rules": "node"}
 
+    def enable_eks(self, authenticator) -> None:
+        """Accept ``k8s-aws-v1.`` bearer tokens as EKS does (eks_auth.EksAuthenticator: STS and
+        the access entries decide the user and its groups)."""
+        self.api.eks = authenticator
+
+    def bind_group(self, group: str, rules: list[dict]) -> None:
+        """A (Cluster)RoleBinding with subject ``kind: Group, name: group``: its members get ``rules``."""
+        self.api.group_rules[group] = list(rules)
+
     def write_kubeconfig(self, path, token: str = "admin-token") -> str:
         cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "kube-sim", "preferences": {},
                "clusters": [{"name": "kube-sim", "cluster": {"server": self.url}}],

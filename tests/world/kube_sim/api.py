@@ -114,6 +114,9 @@ class Api:
         self.store = Store()
         self.rng = random.Random(seed)
         self.tokens: dict[str, dict] = {"admin-token": dict(ADMIN)}
+        self.eks = None  # an eks_auth.EksAuthenticator: k8s-aws-v1. tokens (KubeSim.enable_eks)
+        self.group_rules: dict[str, list[dict]] = {}  # group -> the rules bound to it (RBAC Group subjects)
+        self.auth_failures: list[str] = []  # why a credential was refused: the apiserver logs it, never answers it
         self.allow_anonymous = True
         self.audit = AuditRecorder(clock)
         self.admission = AdmissionChain(self)  # dynamic admission webhooks (admission.py)
@@ -167,13 +170,28 @@ class Api:
     def _authenticate(self, req: Request) -> dict:
         auth = req.headers.get("authorization", "")
         if auth.lower().startswith("bearer "):
-            u = self.tokens.get(auth[7:].strip())
+            u = self.tokens.get(auth[7:].strip()) or self._webhook_token(auth[7:].strip())
             if u is None:
                 raise E.ApiError(401, "Unauthorized", "Unauthorized")
             return u
         if not self.allow_anonymous:
             raise E.ApiError(401, "Unauthorized", "Unauthorized")
         return dict(ANONYMOUS)
+
+    def _webhook_token(self, token: str) -> dict | None:
+        """A token the webhook token authenticator (EKS's aws-iam-authenticator) accepts, as a
+        user whose rules are those bound to its groups; None (401) with the reason logged."""
+        from .eks_auth import PREFIX, TokenRejected
+
+        if self.eks is None or not token.startswith(PREFIX):
+            return None
+        try:
+            user = self.eks.authenticate(token)
+        except TokenRejected as err:
+            self.auth_failures.append(str(err))
+            return None
+        user["rules"] = [rule for group in user["groups"] for rule in self.group_rules.get(group, [])]
+        return user
 
     def _authorize(self, ctx: Ctx) -> None:
         rules = ctx.user.get("rules")
