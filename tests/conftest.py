@@ -3,7 +3,7 @@ and the other modules that run the whole Stack) is watched, and its log output
 (lambdalet's loggers at every level, everything else at the levels Lambda
 emits), what is printed (powertools' JSON logs, EMF metrics), the app's answers
 and the Events and pod statuses it left are searched for every secret value
-the test world handed lambdalet (tests/world/stack.py SECRET_VALUES)."""
+the test world handed lambdalet (tests/world/stack.py SECRET_VALUES, RUNTIME_SECRETS)."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import pytest
 import chalicelib.telemetry  # noqa: F401,E402
 
 WATCHED = ("tests.test_e2e_", "tests.test_stop_what_is_dead", "tests.test_chaos", "tests.test_webhook_transport",
-           "tests.test_secrets")
+           "tests.test_secrets", "tests.test_eks_identity")
 
 
 class _Capture(logging.Handler):
@@ -63,7 +63,7 @@ def secrets_never_leave_their_box(request, capsys):
         sys.stdout.write(out)  # still shown with a failing test
         sys.stderr.write(err)
         seen = "\n".join([*handler.lines, out, err, *stack.TRANSCRIPTS])
-        found = leaks(seen, stack.SECRET_VALUES)
+        found = leaks(seen, (*stack.SECRET_VALUES, *stack.RUNTIME_SECRETS))
         assert not found, f"secret values in logs, Events or answers: {found}"
 
 

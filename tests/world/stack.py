@@ -50,6 +50,8 @@ POD_SECRET = "pod-db-password-7d41c09e"
 # Every secret value the test world hands lambdalet (distinct from the secrets' names):
 # none may show in logs, Events or answers (tests/conftest.py).
 SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN, POD_SECRET)
+# The same for values made while the world runs: the EKS mode's role credentials and the tokens lambdalet presented.
+RUNTIME_SECRETS: list[str] = []
 LOG_GROUP = "/lambdalet/dev/pods"  # LAMBDALET_ECS_LOG_GROUP, as infra/aws/lambdalet.yaml names it
 EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-task-execution"  # awslogs, pods' Secrets
 METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client certificate
@@ -229,7 +231,8 @@ class Stack:
             RoleArn=FUNCTIONS_ROLE, RoleSessionName="lambdalet-dev-reconcile")["Credentials"]
         self._setenv({"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
                       "AWS_SESSION_TOKEN": creds["SessionToken"], "LAMBDALET_K8S_EKS_CLUSTER_NAME": EKS_CLUSTER})
-        self.eks_auth = EksAuthenticator(EKS_CLUSTER, get_caller_identity)
+        self.eks_auth = EksAuthenticator(EKS_CLUSTER, get_caller_identity, accepted=RUNTIME_SECRETS)
+        RUNTIME_SECRETS.extend((creds["SecretAccessKey"], creds["SessionToken"]))
         self.eks_auth.add_entry(AccessEntry(FUNCTIONS_ROLE, (EKS_GROUP,)))
         self.sim.enable_eks(self.eks_auth)
         self.sim.bind_group(EKS_GROUP, rbac_rules(nodes=self.nodes))

@@ -131,6 +131,7 @@ class EksAuthenticator:
     sts: Callable[[str, dict], tuple[int, str]]
     entries: dict[str, AccessEntry] = field(default_factory=dict)
     now: Callable[[], float] = time.time  # presigned URLs are signed on the wall clock
+    accepted: list[str] = field(default_factory=list)  # every token that authenticated (a leak check looks for them)
 
     def add_entry(self, entry: AccessEntry) -> None:
         self.entries[entry.principal_arn] = entry
@@ -142,5 +143,6 @@ class EksAuthenticator:
         if entry is None:
             raise TokenRejected(f"ARN is not mapped: {arn}")
         username = entry.username or arn
+        self.accepted.append(token)
         return {"username": username, "uid": f"aws-iam-authenticator:{canonical(arn)}",
                 "groups": [*entry.groups, "system:authenticated"], "extra": {"arn": [arn]}}
