@@ -79,6 +79,9 @@ class _Handler(BaseHTTPRequestHandler):
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # kube-apiserver (Go's net/http) listens with the system's backlog (somaxconn,
+    # 4096 on Linux >= 5.4), not socketserver's 5: a burst of clients is queued, not reset.
+    request_queue_size = 4096
 
     def handle_error(self, request, client_address):
         # Clients (kubectl, urllib3 pools at exit) drop keep-alive connections:
