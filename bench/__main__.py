@@ -451,6 +451,10 @@ SECTIONS: dict[str, object] = {
     "event_to_running": event_to_running,
     "deletes": deletes,
     "creates_at_volume": creates_at_volume,
+    "creates_within_budget": "bench.bursts:creates_within_budget",
+    "binding_burst": "bench.bursts:binding_burst",
+    "pod_start_http": "bench.pod_start:pod_start_http",
+    "many_nodes": "bench.many_nodes:many_nodes",
 }
 
 

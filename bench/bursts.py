@@ -334,14 +334,3 @@ def binding_burst(pods: int = 200, ecs_latency=(0.1, 0.2), invoke_latency=(0.02,
         finally:
             stop_http(http, stack.app)
 
-
-def main() -> None:
-    creates_within_budget()
-    binding_burst()
-
-
-if __name__ == "__main__":
-    import os
-
-    os.environ.setdefault("POWERTOOLS_LOG_LEVEL", "WARNING")
-    main()

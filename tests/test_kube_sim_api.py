@@ -357,3 +357,23 @@ def test_clock_is_injectable():
         bind(s, "a", "n")
         d = s.request("DELETE", "/api/v1/namespaces/default/pods/a", {"gracePeriodSeconds": 7})
         assert d.body["metadata"]["deletionTimestamp"] == "2030-01-02T03:04:12Z"
+
+
+def test_a_burst_of_connections_is_queued_not_reset(sim):
+    """200 clients connecting at once (a burst of bindings) are all answered: the server
+    listens with a real backlog, as kube-apiserver does, not socketserver's 5."""
+    import socket
+    from concurrent.futures import ThreadPoolExecutor
+
+    host, port = sim.url.removeprefix("http://").split(":")
+    start = threading.Barrier(200)
+
+    def get(_):
+        start.wait()
+        with socket.create_connection((host, int(port)), timeout=30) as s:
+            s.sendall(b"GET /version HTTP/1.1\r\nHost: sim\r\nConnection: close\r\n\r\n")
+            return s.recv(12)
+
+    with ThreadPoolExecutor(max_workers=200) as pool:
+        answers = list(pool.map(get, range(200)))
+    assert answers.count(b"HTTP/1.1 200") == 200
