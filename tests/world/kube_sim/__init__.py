@@ -2,6 +2,7 @@
 
     from tests.world.kube_sim import KubeSim
     with KubeSim() as sim:                       # serves http://127.0.0.1:<port>
+    with KubeSim(pki=Authority(dir)) as sim:     # https; client certificates; CSRs signed (tests/world/certs.py)
         api = sim.api_client()                   # official kubernetes client
         sim.scheduler.run_once()                 # bind pending pods
         backend = sim.add_audit_webhook(sink)    # audit batches like kube-apiserver
@@ -10,7 +11,8 @@ Layout: api.py (verbs, routing, authn/z), resources.py (resource types and their
 strategies), pods.py (pod defaulting/validation/printing), store.py (objects,
 resourceVersions, watch log), patch.py, selectors.py, schema.py (real schemas),
 discovery.py, table.py, audit.py, admission.py (webhook configurations + calling them),
-scheduler.py, lifecycle.py (node lifecycle), workloads.py (deployment, replicaset, job
+authn.py (bearer tokens, x509 client certificates), certificates.py (CSRs, the kubelet
+client signer), scheduler.py, lifecycle.py (node lifecycle), workloads.py (deployment, replicaset, job
 controllers, garbage collector), protobuf.py (kubectl's protobuf bodies), openapi.py,
 server.py (HTTP). All time comes from the injected clock.
 """
@@ -22,6 +24,7 @@ from typing import Callable
 
 from .api import ADMIN, Api, Request, Response
 from .audit import AuditBackend
+from .certificates import CsrSigner
 from .lifecycle import NodeLifecycle
 from .scheduler import Scheduler
 from .server import HttpServer
@@ -32,9 +35,17 @@ __all__ = ["KubeSim", "AuditBackend", "Request", "Response"]
 
 
 class KubeSim:
-    def __init__(self, clock: Callable | None = None, seed: int | None = None):
+    def __init__(self, clock: Callable | None = None, seed: int | None = None, pki=None):
+        """``pki``: a cluster CA (tests/world/certs.py's Authority). With one the simulator serves
+        https with a serving certificate it issued, authenticates the client certificates it
+        issued (authn.py) and signs kubelet client CSRs with it (certificates.py), as kubeadm's
+        single cluster CA does for all three. Without: plain http, bearer tokens only."""
         self.clock = clock or real_clock
         self.api = Api(self.clock, seed)
+        self.pki = pki
+        self.csr_signer = CsrSigner(self.api, pki) if pki is not None else None
+        if pki is not None:
+            self.api.client_ca = pki.cert
         self.node_lifecycle = NodeLifecycle(self.api)
         self.scheduler = Scheduler(self.api, self.node_lifecycle)
         self.workloads = Workloads(self.api)
@@ -53,9 +64,23 @@ class KubeSim:
     # ---------------------------------------------------------------- lifecycle
     def start(self) -> "KubeSim":
         if self._server is None:
-            self._server = HttpServer(self.api)
+            self._server = HttpServer(self.api, tls=self._tls())
             self._server.start()
+            if self.csr_signer is not None:
+                self.csr_signer.start()
         return self
+
+    def _tls(self):
+        if self.pki is None:
+            return None
+        import ssl
+
+        serving = self.pki.server("localhost")
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(str(serving.cert), str(serving.key))
+        context.verify_mode = ssl.CERT_OPTIONAL  # ask for a client certificate; tokens still work without
+        context.load_verify_locations(str(self.pki.pair.cert))
+        return context
 
     def stop(self) -> None:
         self.api.stopping.set()
@@ -78,7 +103,12 @@ class KubeSim:
     def url(self) -> str:
         if self._server is None:
             raise RuntimeError("KubeSim not started")
-        return f"http://127.0.0.1:{self._server.port}"
+        return f"{'https' if self.pki else 'http'}://127.0.0.1:{self._server.port}"
+
+    @property
+    def ca_pem(self) -> str:
+        """The cluster CA a client trusts (https only)."""
+        return self.pki.pair.pem if self.pki else ""
 
     # ---------------------------------------------------------------- clients
     def add_token(self, token: str, username: str, groups: list[str] | tuple = (),
@@ -90,8 +120,9 @@ class KubeSim:
                                   "groups": list(groups) + ["system:authenticated"], "rules": rules}
 
     def add_node_identity(self, token: str, node: str) -> None:
-        """A kubelet's identity (``system:node:<node>`` in ``system:nodes``, as its client
-        certificate says), judged by the Node authorizer (node_authorizer.py), not RBAC."""
+        """A kubelet's identity (``system:node:<node>`` in ``system:nodes``) for a bearer token: a
+        shortcut over plain http where no certificate is minted. The real thing is a client
+        certificate (``pki=``, authn.py); both are judged by the Node authorizer (node_authorizer.py)."""
         self.api.tokens[token] = {"username": f"system:node:{node}", "uid": f"system:node:{node}",
                                   "groups": ["system:nodes", "system:authenticated"], "rules": "node"}
 
@@ -105,8 +136,12 @@ class KubeSim:
         self.api.group_rules[group] = list(rules)
 
     def write_kubeconfig(self, path, token: str = "admin-token") -> str:
+        cluster = {"server": self.url}
+        if self.pki:
+            import base64
+            cluster["certificate-authority-data"] = base64.b64encode(self.ca_pem.encode()).decode()
         cfg = {"apiVersion": "v1", "kind": "Config", "current-context": "kube-sim", "preferences": {},
-               "clusters": [{"name": "kube-sim", "cluster": {"server": self.url}}],
+               "clusters": [{"name": "kube-sim", "cluster": cluster}],
                "users": [{"name": "kube-sim", "user": {"token": token}}],
                "contexts": [{"name": "kube-sim", "context": {"cluster": "kube-sim", "user": "kube-sim",
                                                              "namespace": "default"}}]}
@@ -119,6 +154,8 @@ class KubeSim:
         conf.host = self.url
         conf.api_key = {"BearerToken": token}
         conf.api_key_prefix = {"BearerToken": "Bearer"}
+        if self.pki:
+            conf.ssl_ca_cert = str(self.pki.pair.cert)
         return kubernetes.client.ApiClient(conf)
 
     def request(self, method: str, path: str, body=None, *, query: dict | None = None,

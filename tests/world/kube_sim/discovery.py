@@ -64,6 +64,11 @@ GROUPS = {
         _res("jobs/status", "Job", True, STATUS_VERBS),
     ],
     "coordination.k8s.io": [_res("leases", "Lease", True, hash_="gqkMMb/YqFM=")],
+    "certificates.k8s.io": [
+        _res("certificatesigningrequests", "CertificateSigningRequest", False, short=["csr"]),
+        _res("certificatesigningrequests/approval", "CertificateSigningRequest", False, STATUS_VERBS),
+        _res("certificatesigningrequests/status", "CertificateSigningRequest", False, STATUS_VERBS),
+    ],
 }
 
 

@@ -37,6 +37,8 @@ STATIC_RULES = {
     ("events.k8s.io", "events"): {"create", "update", "patch"},
     ("", "services"): {"get", "list", "watch"},
     ("", "endpoints"): {"get", "list", "watch"},
+    # a kubelet renews its own client certificate
+    ("certificates.k8s.io", "certificatesigningrequests"): {"create", "get", "list", "watch"},
 }
 
 

@@ -10,6 +10,7 @@ from typing import Callable
 
 import base64
 
+from . import certificates as C
 from . import errors as E
 from . import pods as P
 from .selectors import getter
@@ -37,6 +38,9 @@ class Strategy:
 
     def admit_create(self, obj: dict, api) -> None:
         pass
+
+    def requested_by(self, obj: dict, user: dict) -> None:
+        """On create, after admission: what the apiserver records of the requesting user."""
 
     def validate_create(self, obj: dict) -> list[dict]:
         return P.validate_name(obj["metadata"].get("name", "")) if self.validate_names else []
@@ -356,6 +360,91 @@ class JobStrategy(WorkloadStrategy):
         return causes
 
 
+class CsrStrategy(Strategy):
+    """certificates.k8s.io/v1 CertificateSigningRequest (certificates.py says after which sources)."""
+
+    status_subresource = True
+    validate_names = False  # ValidateCertificateRequestName: any path segment name
+
+    def admit_create(self, obj, api):
+        obj["status"] = {}
+
+    def requested_by(self, obj: dict, user: dict) -> None:
+        """The requester's identity, recorded by the apiserver (never taken from the body)."""
+        spec = obj.setdefault("spec", {})
+        for key in ("username", "uid", "groups", "extra"):
+            spec.pop(key, None)
+        spec["username"] = user.get("username", "")
+        if user.get("uid"):
+            spec["uid"] = user["uid"]
+        spec["groups"] = list(user.get("groups") or [])
+
+    def validate_create(self, obj):
+        spec = obj.get("spec") or {}
+        causes = []
+        if not obj["metadata"].get("name"):
+            causes.append(E.cause_required("metadata.name"))
+        try:
+            C.parse_request(spec)
+        except ValueError as err:
+            causes.append(E.cause_invalid("spec.request", "[]byte{...}", str(err)))
+        usages = spec.get("usages") or []
+        if not usages:
+            causes.append(E.cause_required("spec.usages"))
+        for i, usage in enumerate(usages):
+            if usage not in C.USAGES:
+                causes.append({"reason": "FieldValueNotSupported", "field": f"spec.usages[{i}]",
+                               "message": f'Unsupported value: "{usage}": supported values: '
+                                          + ", ".join(f'"{u}"' for u in C.USAGES)})
+            elif usage in usages[:i]:
+                causes.append(E.cause_duplicate(f"spec.usages[{i}]", usage))
+        signer = spec.get("signerName") or ""
+        if not signer:
+            causes.append(E.cause_required("spec.signerName"))
+        elif "/" not in signer or not signer.split("/", 1)[0] or "." not in signer.split("/", 1)[0]:
+            causes.append(E.cause_invalid("spec.signerName", signer,
+                                          "must be a fully qualified domain and path of the form 'example.com/signer-name'"))
+        expiration = spec.get("expirationSeconds")
+        if expiration is not None and expiration < 600:
+            causes.append(E.cause_invalid("spec.expirationSeconds", expiration,
+                                          "may not specify a duration less than 600 seconds (10 minutes)"))
+        return causes
+
+    def prepare_update(self, new, old, subresource):
+        merged = dict(new)
+        merged["spec"] = old.get("spec") or {}
+        if subresource == "approval":
+            merged["status"] = {**(old.get("status") or {}), "conditions": C.conditions(new)}
+        elif subresource != "status":
+            merged["status"] = old.get("status") or {}
+        return merged
+
+    def validate_update(self, new, old, subresource):
+        causes = []
+        types = [c.get("type") for c in C.conditions(new)]
+        if "Approved" in types and "Denied" in types:
+            causes.append(E.cause_invalid("status.conditions", "Approved", "Approved and Denied conditions are mutually exclusive"))
+        for i, c in enumerate(C.conditions(new)):
+            if c.get("type") in C.APPROVAL_TYPES and c.get("status") != "True":
+                causes.append({"reason": "FieldValueNotSupported", "field": f"status.conditions[{i}].status",
+                               "message": f'Unsupported value: "{c.get("status")}": supported values: "True"'})
+        if subresource == "status":
+            old_types = [c.get("type") for c in C.conditions(old)]
+            for t in C.APPROVAL_TYPES:
+                if types.count(t) > old_types.count(t):
+                    causes.append(E.cause_forbidden("status.conditions", f"updates may not add a condition of type \"{t}\""))
+                if types.count(t) < old_types.count(t):
+                    causes.append(E.cause_forbidden("status.conditions", f"updates may not remove a condition of type \"{t}\""))
+        if subresource == "approval":
+            for t in C.APPROVAL_TYPES:
+                if C.has_condition(old, t) and t not in types:
+                    causes.append(E.cause_forbidden("status.conditions", f"updates may not remove a condition of type \"{t}\""))
+        before = (old.get("status") or {}).get("certificate")
+        if before and (new.get("status") or {}).get("certificate") != before:
+            causes.append(E.cause_forbidden("status.certificate", "updates may not modify existing certificate content"))
+        return causes
+
+
 @dataclass
 class ResourceType:
     plural: str
@@ -428,6 +517,9 @@ RESOURCES = [
     ResourceType("jobs", "Job", "batch", "v1", True, JobStrategy(),
                  _meta_fields() | {"status.successful": getter("status.succeeded", "0")},
                  subresources=("status",), categories=("all",)),
+    ResourceType("certificatesigningrequests", "CertificateSigningRequest", "certificates.k8s.io", "v1", False,
+                 CsrStrategy(), _meta_fields() | {"spec.signerName": getter("spec.signerName")},
+                 subresources=("approval", "status"), short_names=("csr",)),
 ]
 
 

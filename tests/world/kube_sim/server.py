@@ -1,8 +1,11 @@
 """HTTP/1.1 front end (stdlib ThreadingHTTPServer): adapts requests to Api.handle and
-streams watches with chunked transfer encoding."""
+streams watches with chunked transfer encoding. With an ``ssl.SSLContext`` it serves
+HTTPS, each connection's handshake in its own thread, and hands the client certificate
+(if one was presented) to the API's authenticators."""
 from __future__ import annotations
 
 import json
+import ssl
 import threading
 import urllib.parse
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -27,7 +30,9 @@ class _Handler(BaseHTTPRequestHandler):
         length = int(self.headers.get("Content-Length") or 0)
         body = self.rfile.read(length) if length else b""
         headers = {k.lower(): v for k, v in self.headers.items()}
-        req = Request(self.command, url.path, query, headers, body, self.client_address[0], raw_query=url.query)
+        cert = self.connection.getpeercert(binary_form=True) if isinstance(self.connection, ssl.SSLSocket) else None
+        req = Request(self.command, url.path, query, headers, body, self.client_address[0], raw_query=url.query,
+                      client_cert=cert)
         try:
             resp = self.api.handle(req)
         except Exception as e:  # a simulator bug: answer 500 loudly rather than hang the client
@@ -82,6 +87,20 @@ class _Server(ThreadingHTTPServer):
     # kube-apiserver (Go's net/http) listens with the system's backlog (somaxconn,
     # 4096 on Linux >= 5.4), not socketserver's 5: a burst of clients is queued, not reset.
     request_queue_size = 4096
+    tls: ssl.SSLContext | None = None
+
+    def finish_request(self, request, client_address):
+        if self.tls is None:
+            return super().finish_request(request, client_address)
+        # In the connection's thread: a slow or failing handshake blocks no one else.
+        try:
+            request = self.tls.wrap_socket(request, server_side=True)  # takes the socket over
+        except (ssl.SSLError, OSError):
+            return  # refused handshake (untrusted client certificate, plain http): the client sees it
+        try:
+            super().finish_request(request, client_address)
+        finally:
+            request.close()
 
     def handle_error(self, request, client_address):
         # Clients (kubectl, urllib3 pools at exit) drop keep-alive connections:
@@ -93,9 +112,10 @@ class _Server(ThreadingHTTPServer):
 
 
 class HttpServer:
-    def __init__(self, api: Api, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, api: Api, host: str = "127.0.0.1", port: int = 0, tls: ssl.SSLContext | None = None):
         handler = type("Handler", (_Handler,), {"api": api})
         self.httpd = _Server((host, port), handler)
+        self.httpd.tls = tls
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1},
