@@ -36,6 +36,7 @@ OVERLAYS = Path("infra/k8s-overlays")  # not inside the base: kustomize refuses 
 # stack output -> the function's setting it becomes
 OUTPUT_SETTINGS = {
     "ServiceAccountTokenSecret": "LAMBDALET_K8S_TOKEN_SECRET",
+    "NodeCertificateSecret": "LAMBDALET_K8S_CLIENT_CERT_SECRET",  # --identity node
     "WebhookTokenSecret": "LAMBDALET_WEBHOOK_TOKEN_SECRET",
     "EcsCluster": "LAMBDALET_ECS_CLUSTER",
     "EcsSubnets": "LAMBDALET_ECS_SUBNETS",
@@ -94,6 +95,12 @@ def stage_environment(current: Mapping[str, str], flags: Mapping[str, str | None
         env["LAMBDALET_WEBHOOK_TOKEN_SECRET"] = ""
     elif flags.get("webhook_token") == "on":
         env.pop("LAMBDALET_WEBHOOK_TOKEN_SECRET", None)
+    if flags.get("identity") == "node":  # the certificate from ./dev node-identity instead of the SA token
+        env["LAMBDALET_K8S_TOKEN_SECRET"] = ""
+        env.setdefault("LAMBDALET_K8S_CLIENT_CERT_SECRET", "")  # the stack's NodeCertificateSecret
+    elif flags.get("identity") == "service-account":
+        env.pop("LAMBDALET_K8S_TOKEN_SECRET", None)
+        env.pop("LAMBDALET_K8S_CLIENT_CERT_SECRET", None)
     if flags.get("k8s_ca_bundle") is not None:
         env["LAMBDALET_K8S_CA_BUNDLE"] = flags["k8s_ca_bundle"]
     env.setdefault("LAMBDALET_K8S_CA_BUNDLE", "")
@@ -106,16 +113,26 @@ def missing(env: Mapping[str, str], flags: Mapping[str, str | None]) -> list[str
     """What the operator must still give, as the flags to give it with."""
     wanted = ["k8s_api_url"] + (["fly_app", "fly_region"] if "fly" in backends(env) else [])
     gaps = [f"--{flag.replace('_', '-')} ({FLAG_SETTINGS[flag]})" for flag in wanted if not env.get(FLAG_SETTINGS[flag])]
+    if node_identity(env) and len([n for n in env.get("LAMBDALET_NODE_NAMES", "").split(",") if n]) != 1:
+        gaps.append("--nodes with one node name (a node identity is one node's: one node per stage)")
     if bool(flags.get("subnets")) != bool(flags.get("security_groups")):
         gaps.append("--subnets and --security-groups together (or neither: a VPC is created)")
     return gaps
 
 
+def node_identity(env: Mapping[str, str]) -> bool:
+    """The stage authenticates as its node (--identity node), not as the ServiceAccount."""
+    return "LAMBDALET_K8S_CLIENT_CERT_SECRET" in env
+
+
 def with_outputs(env: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str, str]:
-    """The stage's settings: the operator's, then what the stack created."""
+    """The stage's settings: the operator's, then what the stack created (one identity's secret)."""
     merged = dict(env)
+    skip = {"ServiceAccountTokenSecret" if node_identity(env) else "NodeCertificateSecret"}
+    if merged.get("LAMBDALET_WEBHOOK_TOKEN_SECRET") == "":
+        skip.add("WebhookTokenSecret")
     for output, variable in OUTPUT_SETTINGS.items():
-        if output in outputs and not (output == "WebhookTokenSecret" and merged.get(variable) == ""):
+        if output in outputs and output not in skip:
             merged[variable] = outputs[output]
     return merged
 
@@ -239,7 +256,7 @@ def write_overlay(project: Path, stage: str, api_url: str, node_names: list[str]
 def deploy(args: argparse.Namespace, say=print) -> Path:
     project = Path(args.project_dir).resolve()
     stage = args.stage
-    flags = {k: getattr(args, k) for k in (*FLAG_SETTINGS, *FLAG_PARAMETERS, "webhook_token")}
+    flags = {k: getattr(args, k) for k in (*FLAG_SETTINGS, *FLAG_PARAMETERS, "webhook_token", "identity")}
     if args.k8s_ca_file:
         flags["k8s_ca_bundle"] = Path(args.k8s_ca_file).read_text()
     config_path = project / ".chalice" / "config.json"
@@ -269,20 +286,23 @@ def deploy(args: argparse.Namespace, say=print) -> Path:
     say(f"chalice deploy --stage {stage} ...")
     api_url = chalice_deploy(project, stage, session.region_name)
     path = write_overlay(project, stage, api_url, env["LAMBDALET_NODE_NAMES"].split(","))
-    empty = _empty_secrets(session, outputs)
+    empty = _empty_secrets(session, outputs, env)
     say(f"\nlambdalet {stage} is deployed: {api_url}")
     if empty:
         say("Secrets still without a value (README, Deploying): " + ", ".join(empty))
+    if node_identity(env) and outputs.get("NodeCertificateSecret") in empty:
+        say(f"Mint the node's client certificate into it: ./dev node-identity --stage {stage}")
     say(f"Last step, on the cluster:\n  kubectl apply -k {path}")
     return path
 
 
-def _empty_secrets(session, outputs: Mapping[str, str]) -> list[str]:
+def _empty_secrets(session, outputs: Mapping[str, str], env: Mapping[str, str]) -> list[str]:
     from botocore.exceptions import ClientError
 
     sm = session.client("secretsmanager")
     empty = []
-    for key in ("ServiceAccountTokenSecret", "FlyTokenSecret"):
+    identity = "NodeCertificateSecret" if node_identity(env) else "ServiceAccountTokenSecret"
+    for key in (identity, "FlyTokenSecret"):
         if key in outputs:
             try:
                 if not sm.describe_secret(SecretId=outputs[key]).get("VersionIdsToStages"):
@@ -308,6 +328,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--assign-public-ip", choices=["true", "false"], help="public IPs for tasks in your subnets")
     p.add_argument("--webhook-token", choices=["on", "off"],
                    help="off where the apiserver cannot present one (managed control planes: EKS, GKE, AKS)")
+    p.add_argument("--identity", choices=["service-account", "node"],
+                   help="how the functions authenticate to the cluster: the ServiceAccount's token (default), or "
+                        "the node's own client certificate (one node per stage; then ./dev node-identity)")
     p.add_argument("--project-dir", default=str(REPO), help=argparse.SUPPRESS)
     return p
 

@@ -43,7 +43,9 @@ def function_policy(outputs: Mapping[str, str], *, region: str, account: str, pa
             "Sid": "KubernetesTokens",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],
-            "Resource": [outputs["ServiceAccountTokenSecret"], outputs["WebhookTokenSecret"]],
+            # The stage's Kubernetes identity (ServiceAccount token or node certificate) and webhook token.
+            "Resource": [outputs[k] for k in ("ServiceAccountTokenSecret", "NodeCertificateSecret", "WebhookTokenSecret")
+                         if k in outputs],
         },
     ]
     if "ecs" in backends:

@@ -31,6 +31,7 @@ EXAMPLE_OUTPUTS = {
     "Stage": "lint",
     "Backends": "ecs,fly",
     "ServiceAccountTokenSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:lambdalet/lint/service-account-token-AbCdEf",
+    "NodeCertificateSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:lambdalet/lint/node-client-certificate-AbCdEf",
     "WebhookTokenSecret": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:lambdalet/lint/webhook-token-AbCdEf",
     "EcsCluster": "lambdalet-lint",
     "EcsClusterArn": f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/lambdalet-lint",

@@ -63,7 +63,8 @@ def test_an_ecs_stack_has_the_cluster_log_group_roles_secrets_and_a_vpc_and_noth
     assert {"FlyTokenSecret", "FlyClaimsTable", "FlyClaimsTableArn"}.isdisjoint(outputs)
     assert client("dynamodb").list_tables()["TableNames"] == []
     names = {s["Name"] for s in client("secretsmanager").list_secrets()["SecretList"]}
-    assert names == {"lambdalet/dev/service-account-token", "lambdalet/dev/webhook-token"}
+    assert names == {"lambdalet/dev/service-account-token", "lambdalet/dev/node-client-certificate",
+                     "lambdalet/dev/webhook-token"}
 
     config = app_settings(monkeypatch, outputs)
     assert config.backend == "ecs" and config.ecs_cluster == "lambdalet-dev"
@@ -157,3 +158,50 @@ def test_the_linters_example_outputs_are_the_stacks_outputs(aws):
     from infra.lint import EXAMPLE_OUTPUTS
 
     assert set(EXAMPLE_OUTPUTS) == set(create("ecs,fly"))
+
+
+def test_the_node_identity_mode_points_the_functions_at_the_node_certificate(aws, monkeypatch):
+    """./dev deploy --identity node: the functions read the stack's node certificate secret, not the
+    ServiceAccount token (the app takes exactly one), and --identity service-account goes back."""
+    outputs = create("ecs")
+    assert client("secretsmanager").describe_secret(SecretId=outputs["NodeCertificateSecret"])["Name"] == \
+        "lambdalet/dev/node-client-certificate"
+    config = app_settings(monkeypatch, outputs, identity="node", nodes="lambdalet-ecs")
+    assert config.k8s_client_cert_secret == outputs["NodeCertificateSecret"] and not config.k8s_token_secret
+    node_env = deploy.with_outputs(deploy.stage_environment({}, {"k8s_api_url": "https://k8s.example:6443",
+                                                                 "identity": "node"}), outputs)
+    kept = deploy.with_outputs(deploy.stage_environment(node_env, {}), outputs)  # a second run keeps the mode
+    assert kept["LAMBDALET_K8S_CLIENT_CERT_SECRET"] == outputs["NodeCertificateSecret"]
+    assert kept["LAMBDALET_K8S_TOKEN_SECRET"] == ""
+    back = deploy.with_outputs(deploy.stage_environment(kept, {"identity": "service-account"}), outputs)
+    assert back["LAMBDALET_K8S_TOKEN_SECRET"] == outputs["ServiceAccountTokenSecret"]
+    assert "LAMBDALET_K8S_CLIENT_CERT_SECRET" not in back
+    assert deploy.missing(deploy.stage_environment({}, {"k8s_api_url": "https://k8s.example:6443", "identity": "node",
+                                                         "nodes": "a,b"}), {}) == [
+        "--nodes with one node name (a node identity is one node's: one node per stage)"]
+
+
+def test_node_identity_mints_into_the_stacks_secret(aws, tmp_path, capsys):
+    """`./dev node-identity --stage dev`: a CSR through the operator's kubeconfig, approved, signed,
+    and the certificate + key in the stack's secret, which then authenticates as the node."""
+    from kubernetes.client import CoreV1Api
+
+    from chalicelib.kube.client import api_client
+    from infra import node_identity
+    from tests.world.certs import Authority
+    from tests.world.kube_sim import KubeSim
+
+    outputs = create("ecs")
+    with KubeSim(pki=Authority(tmp_path / "pki")) as sim:
+        kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+        args = ["--stage", "dev", "--node", "lambdalet-ecs", "--kubeconfig", kubeconfig, "--region", REGION]
+        assert node_identity.main(args) == 0, capsys.readouterr().err
+        pem = client("secretsmanager").get_secret_value(SecretId=outputs["NodeCertificateSecret"])["SecretString"]
+        assert "BEGIN CERTIFICATE" in pem and "PRIVATE KEY" in pem
+        CoreV1Api(api_client(sim.url, None, sim.ca_pem, client_pem=pem)).create_node(
+            {"metadata": {"name": "lambdalet-ecs"}})
+        assert ("system:node:lambdalet-ecs", "create", "nodes") in sim.api.calls
+        assert "valid until" in capsys.readouterr().out
+    assert node_identity.main(["--stage", "other", "--node", "n", "--kubeconfig", kubeconfig,
+                               "--region", REGION]) == 2  # no such stack: says so
+    assert "--identity node first" in capsys.readouterr().err
