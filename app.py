@@ -13,7 +13,6 @@ app = Chalice(app_name="lambdalet")
 @app.route("/audit", methods=["POST"], content_types=["application/json"])
 def audit():
     """kube-apiserver's audit webhook: EventList batches of pod bindings and deletes."""
-    from chalicelib import telemetry
     from chalicelib.usecases import audit as usecase
     from chalicelib.usecases.world import BadPayload
 
@@ -21,9 +20,9 @@ def audit():
     try:
         report = usecase.handle_audit(_world(), app.current_request.raw_body)
     except BadPayload as err:
-        telemetry.count("AuditBatchesRejected", 1)
+        _count("AuditBatchesRejected", 1)
         raise BadRequestError(str(err)) from None
-    telemetry.count("AuditEventsMalformed", len(report.malformed))
+    _count("AuditEventsMalformed", len(report.malformed))
     return report.body()
 
 
@@ -40,7 +39,6 @@ def admission_mutate():
 
 
 def _admission(webhook: str) -> dict:
-    from chalicelib import telemetry
     from chalicelib.usecases import admission_review as usecase
     from chalicelib.usecases.world import BadPayload
 
@@ -48,10 +46,19 @@ def _admission(webhook: str) -> dict:
     try:
         result = usecase.handle_admission(_world(), app.current_request.raw_body, webhook)
     except BadPayload as err:
-        telemetry.count("AdmissionReviewsRejected", 1)
+        _count("AdmissionReviewsRejected", 1)
         raise BadRequestError(str(err)) from None
-    telemetry.count("AdmissionErrors", len(result.errors), webhook=webhook)
+    _count("AdmissionErrors", len(result.errors), webhook=webhook)
     return result.body
+
+
+def _count(name: str, value: int, **dimensions: str) -> None:
+    """A metric, loading powertools (telemetry) only when there is something to count:
+    an admission review that went well never pays for it (cold start)."""
+    if value > 0:
+        from chalicelib import telemetry
+
+        telemetry.count(name, value, **dimensions)
 
 
 class RequestEntityTooLargeError(ChaliceViewError):
@@ -66,14 +73,10 @@ def _only_our_apiserver(kind: str) -> None:
     request = app.current_request
     refused = too_large(kind, request.headers.get("content-length"), lambda: request.raw_body)
     if refused:
-        from chalicelib import telemetry
-
-        telemetry.count("WebhookBodiesTooLarge", 1)
+        _count("WebhookBodiesTooLarge", 1)
         raise RequestEntityTooLargeError(refused)
     if not caller_allowed(_world(), app.current_request.headers.get("authorization")):
-        from chalicelib import telemetry
-
-        telemetry.count("WebhookCallsUnauthorized", 1)
+        _count("WebhookCallsUnauthorized", 1)
         raise UnauthorizedError("lambdalet's webhooks take the bearer token of the apiserver's webhook kubeconfig")
 
 
@@ -177,8 +180,6 @@ def _kubelet() -> Response:
         query={key: "\x00".join(query.getlist(key)) for key in query},
         headers={k.lower(): v for k, v in request.headers.items()}, context=request.context))
     if reply.status in (401, 403):
-        from chalicelib import telemetry
-
-        telemetry.count("KubeletCallsRefused", 1, status=str(reply.status))
+        _count("KubeletCallsRefused", 1, status=str(reply.status))
     # API Gateway's proxy integration carries text: the body goes as a str (kubectl prints it as is).
     return Response(body=reply.text, status_code=reply.status, headers={"Content-Type": reply.content_type})

@@ -31,65 +31,9 @@ import time
 import tracemalloc
 from collections import Counter
 
-from tests.world.stack import REPO, SA_USER, WEBHOOK_TOKEN, Stack, virtual_pod
+from tests.world.stack import REPO, SA_USER, Stack, virtual_pod
 
 PY = sys.executable
-
-
-def fresh(code: str, env: dict | None = None, runs: int = 5) -> tuple[float, float]:
-    """Median wall ms and median max RSS MiB of ``python -c code`` in a new process."""
-    walls, rss = [], []
-    # VmHWM: this process's peak RSS (ru_maxrss would carry the parent's over exec).
-    probe = code + "\nprint([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0])"
-    for _ in range(runs):
-        t = time.perf_counter()
-        out = subprocess.run([PY, "-c", probe], cwd=REPO, env={**os.environ, **(env or {})},
-                             capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
-        walls.append((time.perf_counter() - t) * 1000)
-        rss.append(int(out) / 1024)
-    return statistics.median(walls), statistics.median(rss)
-
-
-def cold_start() -> None:
-    wall, mib = fresh("pass")
-    print(f"python -c pass                     {wall:8.1f} ms  {mib:6.1f} MiB")
-    for module in ("boto3", "kubernetes", "app"):
-        wall, mib = fresh(f"import {module}")
-        print(f"import {module:27s} {wall:8.1f} ms  {mib:6.1f} MiB")
-
-
-def cold_reconcile() -> None:
-    from moto.server import ThreadedMotoServer
-
-    import logging
-
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    try:
-        with Stack(moto_endpoint=f"http://{host}:{port}") as stack:
-            stack.reconcile()
-            env = {k: v for k, v in os.environ.items() if k.startswith(("LAMBDALET_", "AWS_"))}
-            env["POWERTOOLS_LOG_LEVEL"] = "WARNING"
-            code = ("import app\nfrom chalicelib import wiring\nfrom chalicelib.usecases.reconcile import reconcile\n"
-                    "reconcile(wiring.world())")
-            boto3_ms, _ = fresh("import boto3")
-            review = (REPO / "tests/fixtures/kube-apiserver-1.36/admission-pod-create.json").read_text()
-            admit = ("import app\nfrom chalicelib import wiring\n"
-                     "from chalicelib.usecases.world import caller_allowed\n"
-                     "from chalicelib.usecases.admission_review import handle_admission\n"
-                     f"world = wiring.world()\nassert caller_allowed(world, 'Bearer {WEBHOOK_TOKEN}')\n"
-                     f"body = handle_admission(world, {review!r}.encode(), 'validate').body\n"
-                     "assert body['response']['allowed'] is True")
-            wall, mib = fresh(admit, env=env)
-            print(f"import app + 1 admission review    {wall:8.1f} ms  {mib:6.1f} MiB  "
-                  f"= {wall / boto3_ms:.2f}x a fresh import boto3 ({boto3_ms:.0f} ms; goal <= 2x, stretch 1.5x; "
-                  "token checked against Secrets Manager)")
-            wall, mib = fresh(code, env=env)
-            print(f"first reconcile, fresh process     {wall:8.1f} ms  {mib:6.1f} MiB  (import + clients + secret + heartbeat + lists)")
-    finally:
-        server.stop()
 
 
 def steady_reconcile(pods: int) -> None:
@@ -438,8 +382,8 @@ def event_to_running() -> None:
 # "module:function" for a section in its own module (imported only when it runs).
 # A new section is one line here; `./dev bench NAME ...` runs just those.
 SECTIONS: dict[str, object] = {
-    "cold_start": cold_start,
-    "cold_reconcile": cold_reconcile,
+    "cold_start": "bench.cold:cold_start",
+    "cold_reconcile": "bench.cold:cold_reconcile",
     "pure_plan": lambda: [pure_plan(n) for n in (1000, 10000)],
     "steady_reconcile": lambda: [steady_reconcile(n) for n in (100, 500)],
     "audit_batch": audit_batch,

@@ -1,21 +1,29 @@
-"""Every setting lambdalet reads, in one pydantic-settings model.
+"""Every setting lambdalet reads, in one pydantic model.
 
 Values come from the environment (``.chalice/config.json`` sets them per
-stage). A missing or invalid value fails at start with the variable's name,
-not deep inside a handler.
+stage): ``LAMBDALET_<FIELD>`` (any case), or the field's alias (``AWS_REGION``);
+dict-valued settings are JSON, lists are comma-separated. A missing or invalid
+value fails at start with the variable's name, not deep inside a handler.
+
+Read by ``from_environ`` rather than pydantic-settings: that library's import
+(its sources: dotenv, secrets dirs, cloud vaults, CLI) cost more than a third
+of a cold admission review, for the dozen lines below. pydantic still validates
+every value.
 """
 
 from __future__ import annotations
 
+import json
+import os
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, get_origin
 
-from pydantic import Field, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 ENV_PREFIX = "LAMBDALET_"
 
-CommaList = Annotated[tuple[str, ...], NoDecode]
+CommaList = tuple[str, ...]
 
 
 # Settings that only one backend needs: required when that backend is chosen.
@@ -29,8 +37,8 @@ class SettingsError(RuntimeError):
     """A setting is missing or invalid; the message names the variable."""
 
 
-class Settings(BaseSettings):
-    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, frozen=True, extra="ignore")
+class Settings(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="ignore", populate_by_name=True)
 
     # Kubernetes side
     k8s_api_url: str = Field(pattern=r"^https?://")
@@ -180,10 +188,30 @@ def _variable(loc: tuple) -> str:
     return alias if isinstance(alias, str) else ENV_PREFIX + field.upper()
 
 
-def load_settings() -> Settings:
+def from_environ(environ: Mapping[str, str]) -> dict[str, Any]:
+    """The settings' raw values in ``environ``, by field name (JSON decoded for dict fields)."""
+    upper = {key.upper(): value for key, value in environ.items()}
+    values: dict[str, Any] = {}
+    for name, info in Settings.model_fields.items():
+        variable = _variable((name,))
+        if variable not in upper:
+            continue
+        value = upper[variable]
+        if get_origin(info.annotation) is dict:
+            if not value.strip():
+                continue
+            try:
+                value = json.loads(value)
+            except ValueError as err:
+                raise SettingsError(f"invalid lambdalet settings: {variable}: not JSON ({err})") from None
+        values[name] = value
+    return values
+
+
+def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
     """Read the settings, or raise SettingsError naming every bad variable."""
     try:
-        config = Settings()
+        config = Settings.model_validate(from_environ(os.environ if environ is None else environ))
     except ValidationError as err:
         problems = "; ".join(f"{_variable(e['loc'])}: {e['msg']}" for e in err.errors())
         raise SettingsError(f"invalid lambdalet settings: {problems}") from None

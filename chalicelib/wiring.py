@@ -156,11 +156,13 @@ def webhook_tokens(config: Settings):
     """The tokens our webhooks accept (current, and previous during a rotation); None: no check."""
     if not config.webhook_token_secret:
         return None
-    import boto3
+    import botocore.session
 
     from chalicelib.webhook_guard import WebhookTokens, secrets_manager_fetch
 
-    client = boto3.client("secretsmanager", region_name=config.region)
+    # botocore's own client (what boto3 hands out), without importing boto3 and its
+    # s3transfer: a fifth of a cold admission review, which needs only this one call.
+    client = botocore.session.get_session().create_client("secretsmanager", region_name=config.region)
     return WebhookTokens(secrets_manager_fetch(client, config.webhook_token_secret), utcnow,
                          window=timedelta(seconds=config.webhook_token_rotation_window))
 

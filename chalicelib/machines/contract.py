@@ -22,11 +22,14 @@ from typing import Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+# Every model here is ``defer_build``: pydantic builds its validator on first use, not at
+# import, so a path that never makes a machine (an admission review) does not pay for them.
+
 
 class PodRef(BaseModel):
     """The pod a machine runs: enough to find it again in Kubernetes."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     namespace: str
     name: str
@@ -34,7 +37,7 @@ class PodRef(BaseModel):
 
 
 class PortSpec(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     container_port: int
     protocol: Literal["TCP", "UDP"] = "TCP"
@@ -45,7 +48,7 @@ class SecretRef(BaseModel):
     never shows in a repr, a log line or ``model_dump_json``; backends read it
     with ``get_secret_value()`` only to hand it to the cloud's secret store."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     secret: str  # the Kubernetes Secret's name (in the pod's namespace)
     key: str
@@ -55,7 +58,7 @@ class SecretRef(BaseModel):
 class ExecProbe(BaseModel):
     """A Kubernetes exec probe, in seconds."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     command: tuple[str, ...]
     initial_delay: int = 0
@@ -67,7 +70,7 @@ class ExecProbe(BaseModel):
 class CheckProbe(BaseModel):
     """A Kubernetes httpGet/tcpSocket probe: something the network can check."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["http", "tcp"]
     port: int
@@ -78,7 +81,7 @@ class CheckProbe(BaseModel):
 
 
 class Probes(BaseModel):
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     liveness: ExecProbe | CheckProbe | None = None
     readiness: ExecProbe | CheckProbe | None = None
@@ -89,7 +92,7 @@ class MountSpec(BaseModel):
     """A volumeMount: ``volume`` (a VolumeSpec name) at ``path``; ``sub_path``
     mounts one entry of the volume instead of all of it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     volume: str
     path: str
@@ -100,7 +103,7 @@ class MountSpec(BaseModel):
 class ContainerSpec(BaseModel):
     """One container of the pod, as the backend must run it."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     image: str
@@ -118,7 +121,7 @@ class ContainerSpec(BaseModel):
 class FileSpec(BaseModel):
     """One file of a configMap/secret/downwardAPI/projected volume."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     path: str  # relative to the volume's root
     content: SecretStr  # base64 of the bytes (a SecretStr whatever the source: one type, never printed)
@@ -131,7 +134,7 @@ class VolumeSpec(BaseModel):
     """A pod volume the machine provides: scratch space shared by the
     containers (``emptyDir``) or files written before the containers start."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     kind: Literal["emptyDir", "files"]
@@ -143,7 +146,7 @@ class VolumeSpec(BaseModel):
 class Reference(BaseModel):
     """A ConfigMap or Secret the pod needs, in its namespace."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     kind: Literal["ConfigMap", "Secret"]
     name: str
@@ -153,7 +156,7 @@ class Reference(BaseModel):
 class RegistryAuth(BaseModel):
     """Credentials for the registry of the pod's images (from imagePullSecrets)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     registry: str
     username: SecretStr
@@ -173,7 +176,7 @@ RestartPolicy = Literal["Always", "OnFailure", "Never"]
 class MachineSpec(BaseModel):
     """What to run for one attempt of one pod: pure data, built from the Pod."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     pod: PodRef
     node: str
@@ -200,7 +203,7 @@ class MachineSizes(BaseModel):
     """What a backend can run, in Kubernetes units: admission refuses and
     defaults from it before anything reaches the cloud."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     label: str  # for users: "ECS Fargate"
     smallest_cpu: str  # Kubernetes quantities: what a pod asking for nothing gets
@@ -233,6 +236,8 @@ OWN_STOP_PREFIX = "lambdalet:"
 class ContainerRun(BaseModel):
     """Observed state of one container in one machine."""
 
+    model_config = ConfigDict(defer_build=True)
+
     name: str
     image: str
     state: Literal["waiting", "running", "terminated"]
@@ -250,6 +255,8 @@ class ContainerRun(BaseModel):
 
 class Machine(BaseModel):
     """Observed state of one machine, as a backend reports it."""
+
+    model_config = ConfigDict(defer_build=True)
 
     id: str  # the cloud's id (task ARN, machine id)
     pod: PodRef
@@ -293,7 +300,7 @@ class Machine(BaseModel):
 class LogLine(BaseModel):
     """One line a container wrote (stdout and stderr together, as the cloud keeps them)."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     time: datetime  # when the cloud received it
     text: str  # without its trailing newline
@@ -304,7 +311,7 @@ class ContainerUsage(BaseModel):
     metrics report it: a cumulative CPU counter (metrics-server derives the rate
     from two scrapes), the current CPU rate and the memory working set."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, defer_build=True)
 
     name: str
     at: datetime  # the end of the measurement the figures come from (its freshness)
