@@ -45,12 +45,11 @@ import sys
 import threading
 import time
 from collections import Counter, defaultdict
-from contextlib import contextmanager
 from datetime import datetime, timezone
 
 from tests.world.cloud_faults import CloudFaults, Killed
 from tests.world.fargate_plane import Clock
-from tests.world.stack import NODE, OPT_IN, SA_USER, Stack, virtual_pod
+from tests.world.stack import NODE, OPT_IN, SA_USER, Stack, pod_sources, virtual_pod
 
 T0 = datetime(2026, 11, 28, 12, 0, tzinfo=timezone.utc)
 MAX_EVENTS_PER_POD = 40
@@ -70,15 +69,6 @@ class Storm:
         self.rewritten: set[str] = set()
 
     # -- invocations -----------------------------------------------------------
-    @contextmanager
-    def disarmed(self):
-        """The driver's own cloud reads: no faults."""
-        armed, self.cloud.armed = self.cloud.armed, False
-        try:
-            yield
-        finally:
-            self.cloud.armed = armed
-
     def invoke(self, call, *args):
         """One Lambda invocation (or HTTP delivery) of the app; a killed one returns None."""
         self.cloud.revive()
@@ -208,7 +198,7 @@ def machines(stack: Stack) -> list[dict]:
                      "live": m.state in FLY_LIVE, "running": m.state == "started",
                      "ip": m.private_ip if m.started_at is not None else None} for m in found]
     out = []
-    for task in stack.tasks():
+    for task in stack.plane.tasks():
         tags = _tags(task)
         out.append({"id": task["taskArn"], "uid": tags.get("lambdalet.io/pod-uid"),
                     "attempt": int(tags.get("lambdalet.io/attempt", 0)),
@@ -218,7 +208,7 @@ def machines(stack: Stack) -> list[dict]:
 
 
 def lifecycle_pod(rng: random.Random, index: int) -> tuple[dict, str]:
-    kind = rng.choice(["ok-job", "failing-job", "crashloop", "server", "server"])
+    kind = rng.choice(["ok-job", "failing-job", "crashloop", "server", "server", "server-with-secret"])
     name = f"chaos-{index}"
     if kind == "ok-job":
         return virtual_pod(name, restart="Never", command=["sh", "-c", f"sleep {rng.randint(1, 20)}; exit 0"]), kind
@@ -227,7 +217,21 @@ def lifecycle_pod(rng: random.Random, index: int) -> tuple[dict, str]:
                            command=["sh", "-c", f"sleep {rng.randint(1, 20)}; exit 3"]), kind
     if kind == "crashloop":
         return virtual_pod(name, restart="Always", command=["sh", "-c", f"sleep {rng.randint(1, 10)}; exit 1"]), kind
+    if kind == "server-with-secret":  # ECS: a mirror in Secrets Manager per pod; Fly: in the machine's config
+        secret = {"secretKeyRef": {"name": "app-secret", "key": "password"}}
+        return virtual_pod(name, restart="Always", command=["sh", "-c", "sleep 100000"],
+                           container={"env": [{"name": "DB_PASSWORD", "valueFrom": secret}]}), kind
     return virtual_pod(name, restart="Always", command=["sh", "-c", "sleep 100000"]), kind
+
+
+def read_logs(stack: Stack, storm_: Storm, rng: random.Random, pods: list[dict]) -> None:
+    """``kubectl logs`` of a few started pods (apiserver -> kubelet API -> CloudWatch Logs / Fly logs),
+    while those calls fail too: counted by answer."""
+    started = [p["metadata"]["name"] for p in pods if p["spec"].get("nodeName") == NODE
+               and (p.get("status") or {}).get("containerStatuses")]
+    for name in rng.sample(started, min(2, len(started))):
+        answer = stack.sim.request("GET", f"/api/v1/namespaces/default/pods/{name}/log")
+        storm_.counts[f"logs read: {answer.status}"] += 1
 
 
 def stop_out_of_band(stack: Stack, storm_: Storm, rng: random.Random) -> None:
@@ -255,10 +259,8 @@ def stop_out_of_band(stack: Stack, storm_: Storm, rng: random.Random) -> None:
                 fly.unreachable(machine_id, rng.choice(["unreachable", "unknown"]))
                 storm_.counts["fly hosts unreachable"] += 1
         return
-    with storm_.disarmed():
-        running = stack.tasks("RUNNING")
-    for task in running:
-        if rng.random() < 0.03:
+    for task in stack.plane.tasks():
+        if task["lastStatus"] == "RUNNING" and task["desiredStatus"] == "RUNNING" and rng.random() < 0.03:
             stack.plane.kill(task["taskArn"], abrupt=rng.random() < 0.3)
             storm_.counts["tasks stopped out of band"] += 1
 
@@ -302,7 +304,9 @@ def storm(stack: Stack, storm_: Storm, rng: random.Random, lifecycles: int, per_
         if rng.random() < 0.1:
             storm_.invoke(heartbeat_short_of_time, stack)
             storm_.counts["heartbeats out of time"] += 1
-        storm_.watch_finished(all_pods(stack))
+        pods = all_pods(stack)
+        storm_.watch_finished(pods)
+        read_logs(stack, storm_, rng, pods)
         stack.advance(5)
     storm_.counts["rounds"] = rounds
 
@@ -341,9 +345,11 @@ def reconcile_short_of_time(stack: Stack, storm_: Storm, rng: random.Random) -> 
     with mock.patch("chalice.test.LambdaContext", partial(LambdaContext, max_runtime_ms=int(budget * 1000))):
         payload = storm_.invoke(invocation)
     storm_.counts["reconciles out of time"] += 1
-    for report in (payload or {}).values():
-        if isinstance(report, dict):
-            storm_.counts["reconciles out of time: pods deferred"] += report.get("deferred", 0)
+    deferred = sum(r.get("deferred", 0) for r in (payload or {}).values() if isinstance(r, dict))
+    outcome = ("killed when its time was up" if payload is None
+               else "stopped at its deadline" if deferred else "done in time")
+    storm_.counts[f"reconciles out of time: {outcome}"] += 1
+    storm_.counts["reconciles out of time: pods deferred"] += deferred
 
 
 def clean_passes(stack: Stack, storm_: Storm) -> None:
@@ -458,6 +464,7 @@ def _run(lifecycles, drop, duplicate, failing, seed, per_round, out, rng, starte
         stack.sim.connect_webhook("https://LAMBDALET_API_HOST/api", storm_.admission_sink)
         stack.audit.sink = storm_.audit_sink(stack.audit.sink)
         stack.core.patch_namespace("default", {"metadata": {"labels": OPT_IN}})  # the binding fast path
+        pod_sources(stack.core)  # the Secret app-secret some pods take a value from
         stack.reconcile()
         if backend == "fly":
             _fly_world(stack, storm_)

@@ -692,6 +692,12 @@ class FargatePlane:
                 raise KeyError(task_arn)
             self._request_stop(backend, task, reason, stop_code, abrupt=abrupt)
 
+    def tasks(self) -> list[dict[str, Any]]:
+        """Every task of the cluster as the plane holds it (``state``'s shape), read
+        without the API: what a test looks at, at any volume, without emulator cost."""
+        with self._lock:
+            return [self._view(task) for task in self._tasks(self._backend())]
+
     def state(self, task_arn: str) -> dict[str, Any]:
         """The task as the plane holds it (DescribeTasks shape, datetimes)."""
         with self._lock:
