@@ -28,3 +28,41 @@ def test_the_chaos_run_leaves_every_invariant_holding(backend, record_property):
     assert sum(v for k, v in cloud.items() if k.startswith("killed after")) > 0, out.getvalue()
     assert storm["reconciles out of time"] > 0 and storm["invocations killed"] > 0, out.getvalue()
     assert chaos.failed(figures) == [], out.getvalue()
+
+
+def test_cloud_faults_fail_aws_calls_as_the_services_do():
+    """The chaos run's AWS fault layer: each service's throttling and 5xx codes with
+    their statuses (Lambda's 429 with Retry-After), timeouts before the request left
+    and after the service did the work, nothing once disarmed."""
+    import random
+
+    import boto3
+    from botocore.exceptions import ClientError, ConnectTimeoutError, ReadTimeoutError
+    from moto import mock_aws
+
+    from tests.world.cloud_faults import CloudFaults
+
+    seen: dict[str, set] = {}
+    with mock_aws(), CloudFaults(random.Random(3), rate=1.0) as faults:
+        faults.armed = True
+        ecs, lam = boto3.client("ecs", region_name="us-east-1"), boto3.client("lambda", region_name="us-east-1")
+        for n in range(40):
+            for service, call in (("ecs", lambda: ecs.create_cluster(clusterName=f"c{n}")),
+                                  ("lambda", lambda: lam.list_functions())):
+                try:
+                    call()
+                    raise AssertionError("a call got through at rate 1.0")
+                except ClientError as err:
+                    meta = err.response["ResponseMetadata"]
+                    seen.setdefault(service, set()).add(
+                        (err.response["Error"]["Code"], meta["HTTPStatusCode"], meta["HTTPHeaders"].get("Retry-After")))
+                except (ConnectTimeoutError, ReadTimeoutError) as err:
+                    seen.setdefault(service, set()).add(type(err).__name__)
+        faults.armed = False
+        created = set(ecs.list_clusters()["clusterArns"])
+    assert seen["ecs"] == {("ThrottlingException", 400, None), ("ServerException", 500, None),
+                           "ConnectTimeoutError", "ReadTimeoutError"}
+    assert ("TooManyRequestsException", 429, "1") in seen["lambda"] and ("ServiceException", 500, None) in seen["lambda"]
+    # Only the read timeouts reached the service: the work was done, the answer lost.
+    reads = faults.counts["aws ecs CreateCluster read timeout"]
+    assert reads > 0 and len(created) == reads

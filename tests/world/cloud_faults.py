@@ -33,7 +33,9 @@ wherever it is, and nothing after it runs. It derives from BaseException, so
 no ``except Exception`` of lambdalet's catches it; only the chaos driver does.
 Once one call is killed the invocation is dead: every later cloud call of it
 raises ``Killed`` too, until the driver ``revive()``s the world for the next
-invocation.
+invocation. (The hooks cannot tell invocations apart: two running at once die
+together, and a killed invocation's Kubernetes calls still go through until its
+next cloud call.)
 """
 
 from __future__ import annotations
