@@ -172,7 +172,7 @@ class Sandbox:
                     stop_http(http, stack.app)
                 stack.stop()
             # moto keeps its state per process, not per server: leave none for the next sandbox or test
-            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
+            urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=60)  # slow only on a loaded machine
             moto.stop()
             forget_aws_clients()
 
