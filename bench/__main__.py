@@ -396,7 +396,7 @@ SECTIONS: dict[str, object] = {
     "deletes": deletes,
     "creates_at_volume": creates_at_volume,
     "creates_within_budget": "bench.bursts:creates_within_budget",
-    "binding_burst": "bench.bursts:binding_burst",
+    "binding_bursts": "bench.bursts:binding_bursts",
     "pod_start_http": "bench.pod_start:pod_start_http",
     "many_nodes": "bench.many_nodes:many_nodes",
 }

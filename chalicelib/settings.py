@@ -86,6 +86,11 @@ class Settings(BaseModel):
     ecs_secrets_prefix: str = Field("lambdalet/pod-secrets/", pattern=r"^[A-Za-z0-9/_+=.@-]+/$")
     # The small public image that writes configMap/secret/downwardAPI volumes before a pod's containers start.
     ecs_files_image: str = "public.ecr.aws/docker/library/busybox:1.37"
+    # RunTask calls a second each Lambda container allows itself (burst the same): Fargate's
+    # published RunTask quota, 20/s burst and sustained per account and Region ("AWS Fargate
+    # throttling quotas"). Over it ECS answers ThrottlingException and the SDK's adaptive
+    # retries slow down further than needed. 0: no pacing.
+    ecs_run_task_rate: float = Field(20.0, ge=0)
     region: str = Field(min_length=1, validation_alias="AWS_REGION")
     # Fly Machines: required when backend == "fly" (see _backend_settings)
     fly_api_url: str = Field("https://api.machines.dev", pattern=r"^https?://")

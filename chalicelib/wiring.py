@@ -54,7 +54,17 @@ def build_backend(config: Settings):
         region=config.region,
         secrets=store,
         files_image=config.ecs_files_image,
+        run_task_pace=run_task_pace(config.ecs_run_task_rate),
     )
+
+
+def run_task_pace(rate: float):
+    """RunTask's pacing for one backend (None: none): one bucket, shared by the converger's threads."""
+    if not rate:
+        return None
+    from chalicelib.machines.pacing import TokenBuckets
+
+    return TokenBuckets(rate, max(1, int(rate)))
 
 
 class OnFirstUse:
@@ -170,7 +180,7 @@ def webhook_tokens(config: Settings):
 # The settings a backend instance is built from (node capacity is not one).
 PER_BACKEND = {"backend", "region", "ecs_cluster", "ecs_subnets", "ecs_security_groups", "ecs_assign_public_ip",
                "ecs_execution_role_arn", "ecs_task_role_arn", "ecs_log_group", "ecs_exec", "ecs_secrets_prefix",
-               "ecs_files_image", "fly_api_url", "fly_platform_url", "fly_app", "fly_region",
+               "ecs_files_image", "ecs_run_task_rate", "fly_api_url", "fly_platform_url", "fly_app", "fly_region",
                "fly_fallback_regions", "fly_token_secret", "fly_claims_table"}
 
 

@@ -492,3 +492,26 @@ def test_a_stopped_task_keeps_its_identity_after_its_tags_are_deleted(world):
     assert raw.get("tags", []) == []
     [listed] = backend.list("vk")
     assert (listed.id, listed.pod, listed.attempt, listed.phase) == (m.id, m.pod, 0, MachinePhase.STOPPED)
+
+
+def test_run_task_is_paced_at_the_published_rate(world):
+    """A burst of creates spends RunTask's published 20/s (burst 20) and then waits
+    for its turn, one wait per call: the plane's own RunTask bucket (the published
+    rates, on the plane's clock) throttles none of them."""
+    from chalicelib.machines.pacing import TokenBuckets
+    from chalicelib.wiring import run_task_pace
+
+    backend, plane, _, calls = world
+    now, waits = [0.0], []
+
+    def sleep(seconds):
+        waits.append(seconds)
+        now[0] += seconds
+        plane.clock.advance(seconds)
+
+    assert run_task_pace(0) is None and run_task_pace(20).rate == 20 and run_task_pace(20).burst == 20
+    backend.run_task_pace = TokenBuckets(20, 20, monotonic=lambda: now[0], sleep=sleep, margin=0)
+    for i in range(25):
+        backend.create(machine_spec(pod(uid=f"00000000-0000-4000-8000-{i:012d}", name=f"web-{i}"), "vk", 0))
+    assert calls.count("RunTask") == 25
+    assert len(waits) == 5 and sum(waits) == pytest.approx(5 / 20)  # the 21st to 25th: one twentieth of a second each

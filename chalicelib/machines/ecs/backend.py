@@ -42,6 +42,7 @@ class EcsBackend:
         region: str | None = None,
         secrets: Any = None,
         files_image: str = workload.DEFAULT_FILES_IMAGE,
+        run_task_pace: Any = None,
     ):
         self.ecs = ecs_client
         self.region = region or getattr(getattr(ecs_client, "meta", None), "region_name", None) or ""
@@ -60,6 +61,8 @@ class EcsBackend:
         self.execution_role_arn = execution_role_arn
         self.task_role_arn = task_role_arn
         self._families: dict[str, str] = {}  # family -> task definition ARN (warm cache)
+        # A pacing.TokenBuckets at RunTask's published rate (wiring.run_task_pace), or None.
+        self.run_task_pace = run_task_pace
 
     # -- helpers ---------------------------------------------------------
 
@@ -151,6 +154,8 @@ class EcsBackend:
         if self.security_groups:
             awsvpc["securityGroups"] = self.security_groups
         tags = task_tags(spec)
+        if self.run_task_pace is not None:  # wait for our turn rather than be throttled
+            self.run_task_pace.acquire(("RunTask", self.cluster))
         try:
             resp = self.ecs.run_task(
                 cluster=self.cluster,

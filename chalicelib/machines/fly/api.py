@@ -4,13 +4,13 @@ kinds, the client-side rate limit and retries. Never logs the token."""
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timezone
 from typing import Any
 
 from ..contract import MachineError, MachineNotFound, PermanentMachineError, TransientMachineError
+from ..pacing import TokenBuckets as _TokenBuckets
 from .config import go_duration
 
 DEFAULT_PLATFORM_URL = "https://api.fly.io"
@@ -127,34 +127,12 @@ DEFAULT_RATE_LIMIT = (1.0, 3)
 APP_SCOPED = frozenset({"create", "list"})
 
 
-class TokenBuckets:
-    """Client-side limit: one token bucket per (action, identifier), the
-    action's rate and burst from ``limits`` (else ``rate``/``burst``); waits
-    for a token."""
+class TokenBuckets(_TokenBuckets):
+    """Fly's documented limits (``RATE_LIMITS``, else 1/s with a burst of 3) unless told otherwise."""
 
     def __init__(self, rate: float = DEFAULT_RATE_LIMIT[0], burst: int = DEFAULT_RATE_LIMIT[1], *,
-                 limits: Mapping[str, tuple[float, int]] | None = None, margin: float = 0.05,
-                 monotonic: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep):
-        self.rate, self.burst, self.monotonic, self.sleep = rate, burst, monotonic, sleep
-        self.margin = margin
-        self.limits = dict(RATE_LIMITS if limits is None else limits)
-        self._buckets: dict[tuple, tuple[float, float]] = {}
-        self._lock = threading.Lock()
-
-    def acquire(self, key: tuple) -> float:
-        """Take one token for ``key`` = (action, identifier), sleeping if none is left; the time slept."""
-        rate, burst = self.limits.get(key[0], (self.rate, self.burst))
-        with self._lock:
-            now = self.monotonic()
-            tokens, at = self._buckets.get(key, (float(burst), now))
-            tokens = min(float(burst), tokens + (now - at) * rate)
-            # A little extra on a wait: the server's bucket starts when our first
-            # request arrives, a moment after ours, and refills that much later.
-            wait = 0.0 if tokens >= 1 else (1 - tokens) / rate + self.margin
-            self._buckets[key] = (tokens - 1 + wait * rate, now + wait)
-        if wait > 0:
-            self.sleep(wait)
-        return wait
+                 limits: Mapping[str, tuple[float, int]] | None = None, **kwargs):
+        super().__init__(rate, burst, limits=RATE_LIMITS if limits is None else limits, **kwargs)
 
 
 def _retry_after(value: str | None) -> float | None:
