@@ -140,6 +140,14 @@ def _sub_paths(pod: dict) -> Iterator[str]:
                 yield f"{path}.volumeMounts[{j}].subPath ({m.get('name')})"
 
 
+def _empty_dir_sub_paths(pod: dict) -> Iterator[str]:
+    empty = {v.get("name") for v in (pod.get("spec") or {}).get("volumes") or [] if "emptyDir" in v}
+    for path, c in pv.all_containers(pod):
+        for j, m in enumerate(c.get("volumeMounts") or []):
+            if m.get("subPath") and m.get("name") in empty:
+                yield f"{path}.volumeMounts[{j}].subPath ({m.get('name')}: an emptyDir)"
+
+
 def _image_pull_secrets(pod: dict) -> Iterator[str]:
     if (pod.get("spec") or {}).get("imagePullSecrets"):
         yield "spec.imagePullSecrets"
@@ -219,10 +227,13 @@ FEATURES: tuple[Feature, ...] = (
             "sidecar init containers (restartPolicy Always) are not supported; make the sidecar a regular "
             "container", _sidecars),
     Feature("spec.volumes[].emptyDir", "supported", "supported",
-            "ECS: a task volume shared by the pod's containers (medium Memory and sizeLimit count against "
-            "the task's memory/ephemeral storage, not enforced per volume); Fly: a directory of the machine's "
-            "root filesystem, one per mounting container: NOT shared between a pod's containers (Fly gives each "
-            "container its own filesystem; sharing needs a machine volume), medium and sizeLimit not enforced"),
+            "shared by the pod's containers that mount it. ECS: a task volume (medium Memory and sizeLimit "
+            "count against the task's memory/ephemeral storage, not enforced per volume); Fly: a machine "
+            "`temp_dir` volume on a multi-container machine (init or several containers): storage_type memory "
+            "for medium Memory (counts against the machine's memory), else disk with size_mb the sizeLimit, "
+            "else the pod's ephemeral-storage limit, else unset (the machine's disk); a single-container "
+            "machine has no one to share it with: a directory of its root filesystem, medium and sizeLimit not "
+            "enforced"),
     Feature("spec.volumes[].{configMap,secret,downwardAPI,projected}", "supported", "supported",
             "files (items, defaultMode/mode, subPath) written before the containers start, from the values when "
             "the machine was created: a ConfigMap/Secret changed later reaches the pod when it is recreated. "
@@ -239,7 +250,10 @@ FEATURES: tuple[Feature, ...] = (
             "the volume at that path, shared by the containers that mount it"),
     Feature("spec.containers[].volumeMounts[].subPath", "unsupported", "supported",
             "ECS binds whole volumes only: mount the volume at a directory (or use items to pick files); "
-            "Fly: the one file at the mount path", _sub_paths),
+            "Fly: the one file of a configMap/secret/downwardAPI/projected volume at the mount path", _sub_paths),
+    Feature("spec.containers[].volumeMounts[].subPath (of an emptyDir)", "unsupported", "unsupported",
+            "the cloud mounts a pod volume whole (ECS task volume, Fly machine volume): mount the emptyDir at a "
+            "directory and use the path inside it", _empty_dir_sub_paths),
     Feature("spec.containers[].volumeMounts[] (others)", "unsupported", "unsupported",
             "subPathExpr and mountPropagation are not supported, and a mount must name a volume of the pod; "
             "use mountPath/readOnly/subPath", _mount_options),
@@ -373,6 +387,20 @@ def pod_size(pod: dict) -> tuple[int, int]:
     return cpu, mem
 
 
+def ephemeral_storage_limit(pod: dict) -> int:
+    """The pod's ephemeral-storage limit in MiB (0: none), as the kubelet's eviction
+    reckons it (resourcehelper.PodLimits): the sum over containers of their limits,
+    at least each init container's. Raises UnsupportedPod on a malformed quantity."""
+    def limit(path: str, c: dict) -> int:
+        value = ((c.get("resources") or {}).get("limits") or {}).get("ephemeral-storage", 0)
+        return memory_mib(value, f"{path}.resources.limits.ephemeral-storage")
+
+    total = sum(limit(path, c) for path, c in _containers(pod))
+    for i, c in enumerate((pod.get("spec") or {}).get("initContainers") or []):
+        total = max(total, limit(f"spec.initContainers[{i}]", c))
+    return total
+
+
 def registry_auths(pod: dict, sources: Sources | None) -> tuple[RegistryAuth, ...]:
     """Credentials from the pod's imagePullSecrets (kubernetes.io/dockerconfigjson),
     for the registries its images come from."""
@@ -448,6 +476,7 @@ def machine_spec(pod: dict, node: str, attempt: int, sources: Sources | None = N
         references=pv.references(pod, token_volume=_is_token_volume),
         cpu_millis=cpu,
         memory_mib=mem,
+        ephemeral_storage_mib=ephemeral_storage_limit(pod),
         restart_policy=spec.get("restartPolicy") or "Always",
         termination_grace_seconds=30 if grace is None else max(0, int(grace)),
         annotations=tuple(sorted(

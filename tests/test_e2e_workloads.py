@@ -187,6 +187,49 @@ def test_fly_runs_init_containers_first_in_a_multi_container_machine(fly):
     containers = {c["name"]: c for c in machine["config"]["containers"]}
     assert containers["main"]["depends_on"] == [{"name": "migrate", "condition": "exited_successfully"}]
     assert containers["main"]["env"]["DB_PASSWORD"] == POD_SECRET
+    # the emptyDir is one machine volume that both containers mount
+    assert machine["config"]["volumes"] == [{"name": "scratch", "temp_dir": {"storage_type": "disk", "size_mb": 1024}}]
+    assert containers["migrate"]["mounts"] == containers["main"]["mounts"] == [{"name": "scratch", "path": "/scratch"}]
+    assert conditions(pod)["Ready"] == "True"
+
+
+BUSYBOX = "public.ecr.aws/docker/library/busybox:1.36"
+
+
+def relay(name: str, *, app_mounts: bool = True) -> dict:
+    """An init container writes a greeting into an emptyDir; the app container prints it."""
+    return virtual_pod(
+        name, restart="Never", command=["sh", "-c", "cat /in/greeting && echo relayed"],
+        container={"volumeMounts": [{"name": "scratch", "mountPath": "/in"}] if app_mounts else []},
+        initContainers=[{"name": "write", "image": BUSYBOX, "command": ["sh", "-c", "echo hello from init > /out/greeting"],
+                         "volumeMounts": [{"name": "scratch", "mountPath": "/out"}]}],
+        volumes=[{"name": "scratch", "emptyDir": {"medium": "Memory"}}])
+
+
+def test_fly_an_emptydir_carries_what_an_init_container_wrote_to_the_app_container(fly):
+    fly.create_pod(relay("relay"))
+    fly.settle(rounds=10, reconcile=True)
+    pod = fly.pod("relay")
+    assert pod["status"]["phase"] == "Succeeded", pod["status"]
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 0
+    [machine] = [m for m in fly.fly.machines.values()] or list(fly.fly.destroyed.values())
+    config = machine.config
+    assert config["volumes"] == [{"name": "scratch", "temp_dir": {"storage_type": "memory"}}]
+    assert [c.get("mounts") for c in config["containers"]] == [[{"name": "scratch", "path": "/out"}],
+                                                                [{"name": "scratch", "path": "/in"}]]
+    assert machine.fs.volumes == {"scratch": {"greeting": b"hello from init\n"}}
+    log = fly.core.read_namespaced_pod_log("relay", "default", container="main", _preload_content=False).data.decode()
+    assert "hello from init\nrelayed" in log
+
+
+def test_fly_a_container_that_does_not_mount_the_emptydir_does_not_see_it(fly):
+    fly.create_pod(relay("apart", app_mounts=False))
+    fly.settle(rounds=10, reconcile=True)
+    pod = fly.pod("apart")
+    assert pod["status"]["phase"] == "Failed", pod["status"]
+    assert pod["status"]["containerStatuses"][0]["state"]["terminated"]["exitCode"] == 1
+    log = fly.core.read_namespaced_pod_log("apart", "default", container="main", _preload_content=False).data.decode()
+    assert "can't open '/in/greeting'" in log and "relayed" not in log
 
 
 def test_fly_readiness_follows_the_node_backend_not_a_pod_annotation(fly):

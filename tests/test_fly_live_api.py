@@ -314,6 +314,60 @@ def test_the_fake_refuses_files_it_could_not_write(fly, f):
     assert r.status_code == 400 and fly.machines == {}
 
 
+# -- 10. machine volumes: temp_dir shared by the containers that mount it --------------------------
+
+
+def post(fly, config: dict) -> requests.Response:
+    return requests.post(f"{fly.url}/v1/apps/app/machines", json={"config": config},
+                         headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+
+
+def relay_config(reader_mounts: list[dict]) -> dict:
+    return {"volumes": [{"name": "scratch", "temp_dir": {"storage_type": "disk", "size_mb": 64}}], "containers": [
+        {"name": "init", "image": "busybox", "entrypoint": ["sh", "-c", "echo hi > /w/note; echo more >> /w/note"],
+         "mounts": [{"name": "scratch", "path": "/w"}]},
+        {"name": "app", "image": "busybox", "entrypoint": ["sh", "-c", "cat /r/note; test -f /w/note"],
+         "mounts": reader_mounts, "depends_on": [{"name": "init", "condition": "exited_successfully"}]}]}
+
+
+def test_a_temp_dir_volume_is_shared_by_the_containers_that_mount_it(fly):
+    r = post(fly, relay_config([{"name": "scratch", "path": "/r"}]))
+    assert r.status_code == 200, r.text
+    m = fly.machines[r.json()["id"]]
+    assert m.output == ["hi", "more"] and m.program.exit_code == 1  # /w is not mounted in app: test -f fails
+    assert m.fs.volumes == {"scratch": {"note": b"hi\nmore\n"}} and m.fs.roots["app"] == {}
+    unmounted = post(fly, relay_config([]))
+    m = fly.machines[unmounted.json()["id"]]
+    assert m.output == ["cat: can't open '/r/note': No such file or directory"] and m.program.exit_code == 1
+    assert fly.violations == []
+
+
+@pytest.mark.parametrize("config, problem", [
+    ({"containers": [{"name": "a", "image": "x", "mounts": [{"name": "nope", "path": "/d"}]}]}, "not a volume"),
+    ({"volumes": [{"name": "v", "temp_dir": {"storage_type": "disk"}}] * 2, "containers": [{"name": "a", "image": "x"}]},
+     "unique"),
+    ({"volumes": [{"name": "v"}], "containers": [{"name": "a", "image": "x"}]}, "temp_dir is required"),
+])
+def test_the_fake_refuses_mounts_of_no_volume_and_duplicate_volumes(fly, config, problem):
+    r = post(fly, config)
+    assert r.status_code == 400 and problem in r.json()["error"] and fly.machines == {}
+
+
+@pytest.mark.parametrize("config", [
+    {"volumes": [{"name": "v", "temp_dir": {"storage_type": "tmpfs"}}], "containers": [{"name": "a", "image": "x"}]},
+    {"volumes": [{"name": "v", "temp_dir": {"size_mb": 5}}], "containers": [{"name": "a", "image": "x"}]},
+    {"volumes": [{"name": "v", "temp_dir": {"storage_type": "disk", "size_gb": 1}}], "containers": [{"name": "a", "image": "x"}]},
+    {"volumes": [{"name": "v", "temp_dir": {"storage_type": "disk"}}],
+     "containers": [{"name": "a", "image": "x", "mounts": [{"volume": "v", "path": "/d"}]}]},
+])
+def test_volume_fields_are_checked_against_the_2026_definitions(fly, config):
+    r = post(fly, config)
+    assert r.status_code == 400 and "invalid request body" in r.json()["error"]
+    [violation] = fly.violations
+    assert "volumes/0/temp_dir" in violation or "mounts/0" in violation
+    fly.violations.clear()  # expected: the fixture checks for others
+
+
 def test_lambdalet_never_uses_app_secrets(fly, api):
     """App secrets are env vars on every machine of the app: a pod's Secret must never go there."""
     backend = FlyBackend(api, region="iad")

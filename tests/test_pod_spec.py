@@ -186,3 +186,14 @@ def test_missing_identity_or_containers():
         machine_spec({"metadata": {"name": "a", "uid": UID}, "spec": {"containers": []}}, "vk", 0)
     with pytest.raises(UnsupportedPod, match=r"spec.containers\[0\].image"):
         machine_spec(pod({"name": "c"}), "vk", 0)
+
+
+def test_a_subpath_of_an_emptydir_is_refused_on_both_backends_naming_the_mount():
+    pod = {"metadata": {"name": "p", "uid": "u"}, "spec": {
+        "containers": [{"name": "c", "image": "x", "volumeMounts": [
+            {"name": "scratch", "mountPath": "/a", "subPath": "a"}, {"name": "conf", "mountPath": "/b", "subPath": "k"}]}],
+        "volumes": [{"name": "scratch", "emptyDir": {}}, {"name": "conf", "configMap": {"name": "cm"}}]}}
+    found = unsupported(pod, "fly")
+    assert [path for path, _ in found] == ["spec.containers[0].volumeMounts[0].subPath (scratch: an emptyDir)"]
+    assert "mount the emptyDir at a directory" in found[0][1]
+    assert ("spec.containers[0].volumeMounts[0].subPath (scratch: an emptyDir)", found[0][1]) in unsupported(pod, "ecs")

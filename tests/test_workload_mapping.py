@@ -132,6 +132,11 @@ def test_fly_init_containers_make_a_multi_container_machine_chained_by_depends_o
                                                   "exec": {"command": ["cat", "/tmp/ready"]}, "interval": 3,
                                                   "timeout": 1, "grace_period": 0, "failure_threshold": 20}]
     assert not any(f.get("secret_name") for c in config["containers"] for f in c.get("files", []))
+    # the emptyDir: a temp_dir machine volume, its sizeLimit (30Gi) in size_mb, mounted by the app container
+    assert config["volumes"] == [{"name": "scratch", "temp_dir": {"storage_type": "disk", "size_mb": 30720}}]
+    assert containers["app"]["mounts"] == [{"name": "scratch", "path": "/scratch"}]
+    assert "mounts" not in containers["migrate"]
+    assert not any(f["guest_path"].startswith("/scratch") for f in containers["app"]["files"])  # no marker file
     # httpGet/tcpSocket probes stay machine checks on a multi-container machine, named by container
     assert config["checks"] == {"app-liveness": {"type": "http", "port": 80, "interval": "10s", "timeout": "1s",
                                                  "grace_period": "1s", "method": "GET", "path": "/healthz"}}
@@ -161,3 +166,22 @@ def test_secret_store_shares_equal_values_tags_pods_and_sweeps_what_no_live_mach
     tags = {t["Key"] for t in client.describe_secret(SecretId=arn)["Tags"]}
     assert "lambdalet.io/pod/uid-b" not in tags and "lambdalet.io/pod/uid-a" in tags  # dead pods' tags pruned
     assert store.sweep(set()) == 1
+
+
+@pytest.mark.parametrize("empty_dir, limits, temp_dir", [
+    ({"medium": "Memory", "sizeLimit": "64Mi"}, {}, {"storage_type": "memory"}),  # size_mb: disk only (fly-go)
+    ({"sizeLimit": "1G"}, {"ephemeral-storage": "8Gi"}, {"storage_type": "disk", "size_mb": 954}),  # rounded up
+    ({}, {"ephemeral-storage": "2Gi"}, {"storage_type": "disk", "size_mb": 2048 + 512}),  # the pod's limit
+    ({}, {}, {"storage_type": "disk"}),  # no limit anywhere: the machine's disk
+])
+def test_fly_emptydir_sizes_and_medium(empty_dir, limits, temp_dir):
+    pod = workload_pod(volumes=[{"name": "scratch", "emptyDir": empty_dir}, {"name": "unused", "emptyDir": {}}])
+    pod["spec"]["containers"][0]["volumeMounts"] = [{"name": "scratch", "mountPath": "/scratch"}]
+    pod["spec"]["containers"][0]["resources"] = {"limits": limits}
+    if limits:  # a second container: the pod's limit is the sum
+        pod["spec"]["containers"].append({"name": "side", "image": "busybox", "resources": {
+            "limits": {"ephemeral-storage": "512Mi"}}, "volumeMounts": [{"name": "scratch", "mountPath": "/s"}]})
+    config = create_request(machine_spec(pod, "vk", 0, SOURCES), "ams")["config"]
+    assert config["volumes"] == [{"name": "scratch", "temp_dir": temp_dir}]  # an emptyDir nobody mounts: no volume
+    if limits:
+        assert {c["name"]: c.get("mounts") for c in config["containers"]}["side"] == [{"name": "scratch", "path": "/s"}]

@@ -192,6 +192,8 @@ class MachineSpec(BaseModel):
     # Sum over containers of max(request, limit); 0 means "nothing asked".
     cpu_millis: int = 0
     memory_mib: int = 0
+    # The pod's ephemeral-storage limit (MiB, 0: none): what an emptyDir without sizeLimit may fill.
+    ephemeral_storage_mib: int = 0
     restart_policy: RestartPolicy = "Always"
     termination_grace_seconds: int = 30
     # The pod's own lambdalet.io/* annotations: per-pod choices a backend may honour

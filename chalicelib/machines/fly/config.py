@@ -108,6 +108,8 @@ def create_request(spec: MachineSpec, region: str | None) -> dict[str, Any]:
             {**container_config(x), **workload.container_extras(spec, x, chain[i])}
             for i, x in enumerate(spec.init_containers)
         ] + [{**container_config(x), **workload.container_extras(spec, x, chain[-1])} for x in spec.containers]
+        if found := workload.volumes(spec):
+            config["volumes"] = found  # emptyDirs: temp_dir volumes the containers share
         # httpGet/tcpSocket probes are machine-level checks: one per app container and kind.
         found = {f"{x.name}-{kind}": check for x in spec.containers for kind, check in workload.checks(x).items()}
         if found:

@@ -7,7 +7,10 @@ Fields from the Machines API spec (tests/fixtures/fly/fly-machines-swagger.json,
 http/tcp, ``port``, ``path``, ``interval``, ``timeout``, ``grace_period``);
 per container of a multi-container machine (``fly.ContainerConfig``): ``env``,
 ``files``, ``depends_on`` (``exited_successfully``), ``healthchecks``
-(``fly.ContainerHealthcheck``: ``kind`` readiness/liveness, ``exec``).
+(``fly.ContainerHealthcheck``: ``kind`` readiness/liveness, ``exec``),
+``mounts`` (``fly.ContainerMount``: ``name``, ``path``) of the machine's
+``volumes`` (``fly.VolumeConfig``: ``name``, ``temp_dir`` {``storage_type``,
+``size_mb``}).
 
 - Init containers: a multi-container machine; each init container
   ``depends_on`` the one before ``exited_successfully``, the app containers on
@@ -21,9 +24,16 @@ per container of a multi-container machine (``fly.ContainerConfig``): ``env``,
 - configMap/secret/downwardAPI/projected volumes: one ``files`` entry per file
   at the mount path, with its mode (subPath mounts one file at the mount path
   itself), for each container that mounts it.
-- emptyDir: a directory of each mounting container's root filesystem (a marker
-  file makes sure it exists); Fly containers do not share filesystems, so it is
-  not shared between a pod's containers.
+- emptyDir on a multi-container machine: a ``temp_dir`` machine volume, which
+  every container that mounts it shares (each Fly container has its own root
+  filesystem otherwise). medium Memory: ``storage_type`` memory (it counts
+  against the machine's memory; Fly applies ``size_mb`` to disk only); on disk
+  ``size_mb`` is the sizeLimit, else the pod's ephemeral-storage limit, else
+  unset (bounded by the machine's disk). A machine volume is mounted whole, so a
+  subPath mount of an emptyDir is refused (pod_spec.FEATURES). On a
+  single-container machine (no ``containers``, so no ``mounts``) nothing is
+  shared: the emptyDir is a directory of its root filesystem (a marker file
+  makes sure it exists), medium and sizeLimit not enforced.
 - httpGet/tcpSocket probes: ``checks`` (Fly reports them; Ready follows the
   machine's state). Exec probes: the container's ``healthchecks`` on a
   multi-container machine; a single-container machine has http/tcp checks only.
@@ -51,12 +61,14 @@ def env(c: ContainerSpec) -> dict[str, str]:
     return out
 
 
-def files(spec: MachineSpec, c: ContainerSpec) -> list[dict]:
+def files(spec: MachineSpec, c: ContainerSpec, *, temp_dirs: bool = False) -> list[dict]:
+    """``files`` of the volumes ``c`` mounts; an emptyDir is a marker file, unless
+    it is a machine volume (``temp_dirs``: a multi-container machine)."""
     by_name = {v.name: v for v in spec.volumes}
     out: list[dict] = []
     for m in c.mounts:
         volume = by_name.get(m.volume)
-        if volume is None:
+        if volume is None or (volume.kind == "emptyDir" and temp_dirs):
             continue
         if volume.kind == "emptyDir":
             marker = base64.b64encode(b"lambdalet emptyDir\n").decode()
@@ -98,18 +110,44 @@ def healthchecks(c: ContainerSpec) -> list[dict]:
     return out
 
 
+def volumes(spec: MachineSpec) -> list[dict]:
+    """``volumes``: a ``temp_dir`` for each emptyDir a container mounts (MiB, as
+    Fly's other ``_mb`` sizes are: ``guest.memory_mb``)."""
+    mounted = {m.volume for c in (*spec.init_containers, *spec.containers) for m in c.mounts}
+    out = []
+    for v in spec.volumes:
+        if v.kind != "emptyDir" or v.name not in mounted:
+            continue
+        temp_dir: dict[str, Any] = {"storage_type": "memory" if v.memory else "disk"}
+        size = v.size_limit_mib or spec.ephemeral_storage_mib
+        if not v.memory and size:
+            temp_dir["size_mb"] = size
+        out.append({"name": v.name, "temp_dir": temp_dir})
+    return out
+
+
+def mounts(spec: MachineSpec, c: ContainerSpec) -> list[dict]:
+    """``mounts`` of ``c``: the emptyDirs it mounts, each a machine volume shared
+    with the other containers that mount it."""
+    empty = {v.name for v in spec.volumes if v.kind == "emptyDir"}
+    return [{"name": m.volume, "path": m.path} for m in c.mounts if m.volume in empty]
+
+
 def needs_containers(spec: MachineSpec) -> bool:
     """Init containers or several containers: a multi-container machine."""
     return bool(spec.init_containers) or len(spec.containers) > 1
 
 
 def container_extras(spec: MachineSpec, c: ContainerSpec, after: str | None) -> dict[str, Any]:
-    """``env``, ``files``, ``healthchecks`` and ``depends_on`` of one container of a multi-container machine."""
+    """``env``, ``files``, ``mounts``, ``healthchecks`` and ``depends_on`` of one container of a multi-container
+    machine."""
     out: dict[str, Any] = {}
     if found := env(c):
         out["env"] = found
-    if found := files(spec, c):
+    if found := files(spec, c, temp_dirs=True):
         out["files"] = found
+    if found := mounts(spec, c):
+        out["mounts"] = found
     if found := healthchecks(c):
         out["healthchecks"] = found
     if after:

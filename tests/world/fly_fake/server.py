@@ -68,7 +68,10 @@ The live API as documented beyond the Swagger file (issue 8; sources in
 * ``files`` (machine-wide and per container): ``raw_value`` or an app secret's
   ``secret_name`` (``app_secrets``: which every machine of the app could read),
   ``mode``; kept in ``FakeMachine.files`` for tests to look at. Multi-container
-  ``containers`` run as Pilot runs them (``pilot``: ``depends_on``).
+  ``containers`` run as Pilot runs them (``pilot``: ``depends_on``), each on
+  its own root filesystem plus the ``temp_dir`` ``volumes`` it ``mounts``
+  (shared with the other containers mounting them); their file commands
+  (``echo > f``, ``cat f``) run on ``FakeMachine.fs`` (``filesystem.py``).
 * Logs: ``GET /api/v1/apps/{app}/logs?instance=<id>&next_token=`` (the
   platform API, served here on the same port), flyctl's ``GetAppLogs``
   shape; the machine's output (what its ``echo`` commands print) and flyd's
@@ -77,6 +80,7 @@ The live API as documented beyond the Swagger file (issue 8; sources in
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import secrets
@@ -89,8 +93,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from tests.world.fargate_plane import Clock, Program, _commands, program_of
+from tests.world.fargate_plane import Clock, Program, program_of
 from tests.world.fly_fake import spec as swagger
+from tests.world.fly_fake.filesystem import MachineFS, run
 
 ACTIONS = ("list", "create", "get", "delete", "stop", "start", "events", "logs")
 
@@ -103,15 +108,17 @@ LOG_PAGE = 100
 _LOGS = re.compile(r"^/api/v1/apps/(?P<app>[^/]+)/logs$")
 
 
-def pilot(containers: list[dict]) -> tuple[Program, list[str]]:
+def pilot(containers: list[dict], fs: MachineFS | None = None) -> tuple[Program, list[str]]:
     """A multi-container machine as Pilot runs it, folded into one Program:
     each container starts once its ``depends_on`` conditions hold
     (``started``; ``healthy``: no health checks are run here, so healthy once
     started; ``exited_successfully``: the dependency exited 0; one that failed
-    keeps its dependents from ever starting). The machine exits when every
-    started container has exited, with the first non-zero code (else 0); it
-    runs on while any runs forever. Raises ApiError 400 for an unknown
-    dependency or a cycle."""
+    keeps its dependents from ever starting). Each runs on ``fs`` when it
+    starts (what it writes to a shared volume, those started later read). The
+    machine exits when every started container has exited, with the first
+    non-zero code (else 0); it runs on while any runs forever. Raises
+    ApiError 400 for an unknown dependency or a cycle."""
+    fs = fs or MachineFS([], {}, {})
     by_name = {c["name"]: c for c in containers}
     if len(by_name) != len(containers):
         raise ApiError(400, "container names must be unique")
@@ -123,14 +130,15 @@ def pilot(containers: list[dict]) -> tuple[Program, list[str]]:
     start: dict[str, float] = {}
     end: dict[str, float] = {}
     code: dict[str, int | None] = {}
-    programs = {c["name"]: program_of(c.get("entrypoint"), c.get("cmd")) for c in containers}
+    programs: dict[str, Program] = {}
+    output: list[str] = []
     pending = list(containers)
     while pending:
         ready = [c for c in pending if all(d["name"] in start for d in c.get("depends_on") or [])]
         if not ready:
             raise ApiError(400, "containers depends_on has a cycle")
+        at_of = {}
         for c in ready:
-            pending.remove(c)
             at = 0.0
             for dep in c.get("depends_on") or []:
                 if dep["condition"] == "exited_successfully":
@@ -138,12 +146,15 @@ def pilot(containers: list[dict]) -> tuple[Program, list[str]]:
                     at = max(at, end[dep["name"]] if ok else inf)
                 else:
                     at = max(at, start[dep["name"]])
-            p = programs[c["name"]]
-            start[c["name"]] = at
-            end[c["name"]] = at + p.seconds if at < inf and p.exit_code is not None else inf
-            code[c["name"]] = p.exit_code if at < inf else None
+            at_of[c["name"]] = at
+        for c in sorted(ready, key=lambda c: at_of[c["name"]]):  # in the order they start
+            pending.remove(c)
+            name, at = c["name"], at_of[c["name"]]
+            programs[name] = p = _run_on(fs, name, c.get("entrypoint"), c.get("cmd"), output if at < inf else None)
+            start[name] = at
+            end[name] = at + p.seconds if at < inf and p.exit_code is not None else inf
+            code[name] = p.exit_code if at < inf else None
     ran = [n for n in by_name if start[n] < inf]
-    output = [line for n in ran for line in echoed(by_name[n].get("entrypoint"), by_name[n].get("cmd"))]
     ignores = any(programs[n].ignores_sigterm for n in ran)
     if any(end[n] == inf for n in ran):
         # Runs on, unless a dependency failed and nothing else is left running.
@@ -156,14 +167,41 @@ def pilot(containers: list[dict]) -> tuple[Program, list[str]]:
                    ignores_sigterm=ignores), output
 
 
-def echoed(entrypoint: list[str] | None, cmd: list[str] | None) -> list[str]:
-    """What a program prints: the arguments of its ``echo`` commands."""
-    argv = list(entrypoint or []) + list(cmd or [])
-    if len(argv) >= 3 and argv[0] in ("sh", "/bin/sh", "bash", "/bin/bash") and argv[1] == "-c":
-        commands = [words for _, words in _commands(argv[2])]
-    else:
-        commands = [argv] if argv else []
-    return [" ".join(words[1:]) for words in commands if words and words[0] == "echo"]
+def _run_on(fs: MachineFS, container: str, entrypoint: list[str] | None, cmd: list[str] | None,
+            output: list[str] | None) -> Program:
+    """``program_of``'s Program for a container, with the status its file commands
+    give it on ``fs`` (a ``cat`` of a missing file fails); what it prints goes to
+    ``output`` (None: it never starts, nothing runs)."""
+    program = program_of(entrypoint, cmd)
+    if output is None:
+        return program
+    printed, status = run(fs, container, list(entrypoint or []) + list(cmd or []))
+    output += printed
+    if program.exit_code is not None and status is not None and status != program.exit_code:
+        program = dataclasses.replace(program, exit_code=status)
+    return program
+
+
+def machine_fs(config: dict, files: dict[tuple[str, str], tuple[bytes, int]]) -> MachineFS:
+    """The machine's filesystems: its ``temp_dir`` volumes and who mounts them where.
+    Raises ApiError 400 for a duplicate volume name, a volume without ``temp_dir``
+    (the only kind modelled) or a mount of no volume of this machine."""
+    volumes = [v["name"] for v in config.get("volumes") or []]
+    if len(set(volumes)) != len(volumes):
+        raise ApiError(400, f"volume names must be unique: {', '.join(volumes)}")
+    for v in config.get("volumes") or []:
+        if "temp_dir" not in v:
+            raise ApiError(400, f"volume {v['name']}: temp_dir is required (the fake models temp_dir volumes only)")
+    mounts: dict[str, list[tuple[str, str]]] = {}
+    for c in config.get("containers") or []:
+        for m in c.get("mounts") or []:
+            if m["name"] not in volumes:
+                raise ApiError(400, f"container {c['name']} mounts {m['name']}, which is not a volume of this machine")
+            if not m["path"].startswith("/"):
+                raise ApiError(400, f"container {c['name']}: mount path must be absolute: {m['path']!r}")
+            mounts.setdefault(c["name"], []).append((m["path"], m["name"]))
+    return MachineFS(volumes, mounts, files)
+
 
 _ROUTES: list[tuple[str, str, re.Pattern, str]] = [
     ("GET", "/apps/{app_name}/machines", re.compile(r"^/v1/apps/(?P<app>[^/]+)/machines$"), "list"),
@@ -241,6 +279,7 @@ class FakeMachine:
     launch_error: str | None = None  # the launch fails asynchronously with this
     output: list[str] = field(default_factory=list)  # what the program prints once started
     files: dict[tuple[str, str], tuple[bytes, int]] = field(default_factory=dict)  # (container, path) -> (data, mode)
+    fs: MachineFS | None = None  # what its containers wrote: fs.volumes[name], fs.roots[container]
 
     def view(self, late_ip: bool = False) -> dict:
         image = self.config.get("image", "")
@@ -508,13 +547,14 @@ class FlyFake:
             raise ApiError(409, f"a machine named {body['name']} already exists in this app", "name_taken")
         if body.get("skip_launch"):
             raise ApiError(400, "skip_launch is not supported by the fake")
+        files = self._files(config)
+        fs = machine_fs(config, files)
         if containers:
-            program, output = pilot(containers)
+            program, output = pilot(containers, fs)
         else:
             init = config.get("init") or {}
-            program = program_of(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
-            output = echoed(init.get("entrypoint") or init.get("exec"), init.get("cmd"))
-        files = self._files(config)
+            output = []
+            program = _run_on(fs, "", init.get("entrypoint") or init.get("exec"), init.get("cmd"), output)
         now = self.clock()
         machine_id = secrets.token_hex(7)
         stop_config = config.get("stop_config") or {}
@@ -529,6 +569,7 @@ class FlyFake:
             launch_error=f"failed to pull image {failing}: MANIFEST_UNKNOWN: manifest unknown" if failing else None,
             output=output,
             files=files,
+            fs=fs,
         )
         self._event(m, "launch", "created", "user")
         self.machines[machine_id] = m
