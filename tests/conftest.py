@@ -17,7 +17,7 @@ import pytest
 import chalicelib.telemetry  # noqa: F401,E402
 
 WATCHED = ("tests.test_e2e_", "tests.test_stop_what_is_dead", "tests.test_chaos", "tests.test_webhook_transport",
-           "tests.test_secrets", "tests.test_eks_identity")
+           "tests.test_secrets", "tests.test_eks_identity", "tests.test_node_identity")
 
 
 class _Capture(logging.Handler):

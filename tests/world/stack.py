@@ -52,6 +52,7 @@ POD_SECRET = "pod-db-password-7d41c09e"
 SECRET_VALUES = (SA_TOKEN, WEBHOOK_TOKEN, FLY_TOKEN, POD_SECRET)
 # The same for values made while the world runs: the EKS mode's role credentials and the tokens lambdalet presented.
 RUNTIME_SECRETS: list[str] = []
+NODE_CERT_SECRET = "lambdalet/node-client-certificate"  # Stack(node_identity=True): minted by infra/node_identity.py
 LOG_GROUP = "/lambdalet/dev/pods"  # LAMBDALET_ECS_LOG_GROUP, as infra/aws/lambdalet.yaml names it
 EXECUTION_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-task-execution"  # awslogs, pods' Secrets
 METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client certificate
@@ -106,10 +107,15 @@ class Stack:
                  clock=None, audit: dict | None = None, connect_audit: bool = True,
                  anonymous: bool = False, backend: str = "ecs", fly_fallback_regions: tuple[str, ...] = (),
                  admission: bool = True, node_overrides: dict | None = None, audit_scheme: str = "https",
-                 async_invoke: bool = False, eks: bool = False):
+                 async_invoke: bool = False, eks: bool = False, node_identity: bool = False):
         assert backend in ("ecs", "fly"), backend
         assert not (eks and moto_endpoint), "the EKS mode's STS is moto in-process (tests/world/moto_sts.py)"
         self.eks = eks  # True: lambdalet mints EKS tokens from its role; the simulator verifies them (eks_auth.py)
+        # True: the simulator serves https with the cluster CA, and lambdalet authenticates as
+        # system:node:<node> with a client certificate minted as an operator does (./dev node-identity)
+        assert not (node_identity and len(nodes) != 1), "a node identity is one node's"
+        self.node_identity = node_identity
+        self._ca = None
         self.node_overrides = node_overrides or {}  # LAMBDALET_NODE_OVERRIDES: nodes on other backends
         self.backend = backend  # "fly": the Fly fake instead of the Fargate plane, no EventBridge
         self.fly_fallback_regions = fly_fallback_regions
@@ -150,7 +156,7 @@ class Stack:
             from moto import mock_aws
 
             self._exit.enter_context(mock_aws())
-        self.sim = self._exit.enter_context(KubeSim(clock=self.clock))
+        self.sim = self._exit.enter_context(KubeSim(clock=self.clock, pki=self.cluster_ca if self.node_identity else None))
         # lambdalet gets exactly the rights infra/k8s/rbac.yaml grants it, and
         # nobody gets in without a token, so a missing or unscoped call fails here.
         self.sim.add_token(SA_TOKEN, SA_USER, ["system:serviceaccounts"], rules=rbac_rules(nodes=self.nodes))
@@ -162,9 +168,13 @@ class Stack:
         boto3.client("secretsmanager", region_name=REGION).create_secret(Name=TOKEN_SECRET, SecretString=SA_TOKEN)
         boto3.client("secretsmanager", region_name=REGION).create_secret(
             Name=WEBHOOK_TOKEN_SECRET, SecretString=WEBHOOK_TOKEN)
+        if self.node_identity:
+            self._mint_node_certificate()
         self._setenv({
             "LAMBDALET_K8S_API_URL": self.sim.url,
-            "LAMBDALET_K8S_TOKEN_SECRET": "" if self.eks else TOKEN_SECRET,
+            "LAMBDALET_K8S_CA_BUNDLE": self.sim.ca_pem,
+            "LAMBDALET_K8S_TOKEN_SECRET": "" if self.eks or self.node_identity else TOKEN_SECRET,
+            "LAMBDALET_K8S_CLIENT_CERT_SECRET": NODE_CERT_SECRET if self.node_identity else "",
             "LAMBDALET_WEBHOOK_TOKEN_SECRET": "" if self.anonymous else WEBHOOK_TOKEN_SECRET,
             "LAMBDALET_NODE_NAMES": ",".join(self.nodes),
             "LAMBDALET_BACKEND": self.backend,
@@ -237,23 +247,45 @@ class Stack:
         self.sim.enable_eks(self.eks_auth)
         self.sim.bind_group(EKS_GROUP, rbac_rules(nodes=self.nodes))
 
+    @property
+    def cluster_ca(self):
+        """The throwaway cluster CA (tests/world/certs.py), made on first use: it signs the kubelet
+        endpoint's certificates and, with node_identity, the simulator's serving certificate and the
+        node's client certificate, as kubeadm's one CA does."""
+        if self._ca is None:
+            import shutil
+            import tempfile
+
+            from tests.world.certs import Authority
+
+            pki_dir = tempfile.mkdtemp(prefix="lambdalet-pki-")
+            self._exit.callback(shutil.rmtree, pki_dir, True)
+            self._ca = Authority(Path(pki_dir))
+        return self._ca
+
+    def _mint_node_certificate(self) -> None:
+        """What an operator does with ./dev node-identity: CSR, approval, the signer's certificate,
+        certificate + key into Secrets Manager (the key joins the values the leak check looks for)."""
+        from infra.node_identity import mint
+
+        self.node_pem = mint(self.sim.api_client(), self.nodes[0], poll=0.02, say=lambda _: None)
+        boto3.client("secretsmanager", region_name=REGION).create_secret(Name=NODE_CERT_SECRET,
+                                                                        SecretString=self.node_pem)
+        key_body = self.node_pem.split("PRIVATE KEY-----")[1].strip().splitlines()[0]
+        RUNTIME_SECRETS.append(key_body)
+
     def _start_kubelet_endpoint(self, app) -> None:
         """The kubelet API as the apiserver reaches it: a throwaway cluster CA, the mTLS
         front (API Gateway's custom domain with a truststore) before the app's routes, the
         node advertising it, and the simulator holding the apiserver's kubelet client
         certificate (and metrics-server's)."""
-        import shutil
-        import tempfile
-
         from chalice.cli.factory import CLIFactory
 
-        from tests.world.certs import APISERVER_KUBELET_CLIENT, Authority
+        from tests.world.certs import APISERVER_KUBELET_CLIENT
         from tests.world.kube_sim.kubelet_proxy import KubeletClient, MetricsServer
         from tests.world.kubelet_front import KubeletFront
 
-        pki_dir = tempfile.mkdtemp(prefix="lambdalet-pki-")
-        self._exit.callback(shutil.rmtree, pki_dir, True)
-        self.ca = Authority(Path(pki_dir))
+        self.ca = self.cluster_ca
         server = self.ca.server("localhost")
         self.apiserver_client = self.ca.client(*APISERVER_KUBELET_CLIENT)
         self.metrics_client = self.ca.client(METRICS_SERVER)

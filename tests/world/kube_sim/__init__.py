@@ -119,13 +119,6 @@ class KubeSim:
         self.api.tokens[token] = {"username": username, "uid": username,
                                   "groups": list(groups) + ["system:authenticated"], "rules": rules}
 
-    def add_node_identity(self, token: str, node: str) -> None:
-        """A kubelet's identity (``system:node:<node>`` in ``system:nodes``) for a bearer token: a
-        shortcut over plain http where no certificate is minted. The real thing is a client
-        certificate (``pki=``, authn.py); both are judged by the Node authorizer (node_authorizer.py)."""
-        self.api.tokens[token] = {"username": f"system:node:{node}", "uid": f"system:node:{node}",
-                                  "groups": ["system:nodes", "system:authenticated"], "rules": "node"}
-
     def enable_eks(self, authenticator) -> None:
         """Accept ``k8s-aws-v1.`` bearer tokens as EKS does (eks_auth.EksAuthenticator: STS and
         the access entries decide the user and its groups)."""
