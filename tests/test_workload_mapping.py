@@ -15,6 +15,7 @@ from chalicelib.machines.ecs import task_definition
 from chalicelib.machines.fly.config import create_request
 from chalicelib.machines.secret_store import GRACE_SECONDS, SecretStore
 from chalicelib.pod_spec import Sources, machine_spec
+from tests.world.pods import pod as world_pod
 
 UID = "5a1e2d4c-0000-4000-8000-000000000003"
 SECRET = "hunter2-the-db-password"
@@ -85,6 +86,16 @@ def test_ecs_task_definition_chains_init_containers_and_names_secrets_by_arn_onl
     assert writer["environment"] == [{"name": "F_0", "value": b64("listen 80\n")}]
     assert writer["secrets"] == [{"name": "F_1", "valueFrom": arns[b64(SECRET)]}]
     assert "chmod 400 /lambdalet-files/creds/password" in writer["command"][0]
+
+
+def test_ecs_task_storage_follows_the_pod_ephemeral_storage_limit():
+    pod = world_pod("big-scratch", containers=[{"name": "app", "image": "nginx:1.27",
+                                                 "resources": {"limits": {"ephemeral-storage": "50Gi"}}}])
+    td = task_definition(machine_spec(pod, "vk", 0), execution_role_arn="arn:aws:iam::1:role/x")
+    assert td["ephemeralStorage"] == {"sizeInGiB": 51}
+    pod["spec"]["containers"][0]["resources"] = {"limits": {"ephemeral-storage": "1Gi"}}
+    td = task_definition(machine_spec(pod, "vk", 0), execution_role_arn="arn:aws:iam::1:role/x")
+    assert "ephemeralStorage" not in td  # the default 20 GiB holds it
 
 
 def test_ecs_equal_pods_share_a_task_definition_and_a_changed_secret_changes_it():

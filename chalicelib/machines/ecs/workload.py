@@ -152,7 +152,10 @@ def volumes(spec: MachineSpec) -> list[dict]:
 
 
 def ephemeral_gib(spec: MachineSpec) -> int | None:
-    """Fargate ephemeral storage when the emptyDirs' size limits need more than the default 20 GiB (max 200)."""
+    """Fargate ephemeral storage when the pod needs more than the default 20 GiB (max 200):
+    its emptyDirs' size limits, or its ephemeral-storage limit when larger (that limit
+    covers the emptyDirs and the containers' writable layers, as the kubelet reckons it)."""
     total = sum(v.size_limit_mib or 0 for v in spec.volumes if v.kind == "emptyDir" and not v.memory)
+    total = max(total, spec.ephemeral_storage_mib)
     gib = -(-total // 1024) + 1
     return min(gib, 200) if gib > 20 else None
