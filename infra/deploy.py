@@ -10,6 +10,11 @@
 5. renders the cluster side as a kustomize overlay, infra/k8s-overlays/<stage>/, with the
    deployed API URL and the stage's node names, and prints `kubectl apply -k` last.
 
+With --eks-cluster, the functions' own roles are their Kubernetes identity: the stack's EKS
+access entries put them in the group lambdalet (made after step 4 on a first deploy: EKS
+refuses an entry for a role that does not exist yet), the overlay binds the group, and no
+ServiceAccount token is stored anywhere.
+
 A second run needs only --stage: the flags default to what the stage already has.
 """
 
@@ -56,6 +61,7 @@ FLAG_SETTINGS = {
     "backend": "LAMBDALET_BACKEND",
     "fly_app": "LAMBDALET_FLY_APP",
     "fly_region": "LAMBDALET_FLY_REGION",
+    "eks_cluster": "LAMBDALET_K8S_EKS_CLUSTER_NAME",
 }
 # flag -> the stack parameter it sets (unset: the stack keeps its previous value)
 FLAG_PARAMETERS = {
@@ -101,6 +107,11 @@ def stage_environment(current: Mapping[str, str], flags: Mapping[str, str | None
     elif flags.get("identity") == "service-account":
         env.pop("LAMBDALET_K8S_TOKEN_SECRET", None)
         env.pop("LAMBDALET_K8S_CLIENT_CERT_SECRET", None)
+    if flags.get("identity"):  # another identity than the EKS role
+        env.pop("LAMBDALET_K8S_EKS_CLUSTER_NAME", None)
+    if env.get("LAMBDALET_K8S_EKS_CLUSTER_NAME"):  # the EKS mode: the role is the identity, no stored credential
+        env.pop("LAMBDALET_K8S_TOKEN_SECRET", None)
+        env.pop("LAMBDALET_K8S_CLIENT_CERT_SECRET", None)
     if flags.get("k8s_ca_bundle") is not None:
         env["LAMBDALET_K8S_CA_BUNDLE"] = flags["k8s_ca_bundle"]
     env.setdefault("LAMBDALET_K8S_CA_BUNDLE", "")
@@ -117,6 +128,8 @@ def missing(env: Mapping[str, str], flags: Mapping[str, str | None]) -> list[str
         gaps.append("--nodes with one node name (a node identity is one node's: one node per stage)")
     if bool(flags.get("subnets")) != bool(flags.get("security_groups")):
         gaps.append("--subnets and --security-groups together (or neither: a VPC is created)")
+    if flags.get("eks_cluster") and flags.get("identity"):
+        gaps.append("--eks-cluster or --identity, not both (the EKS role is an identity of its own)")
     return gaps
 
 
@@ -134,16 +147,34 @@ def with_outputs(env: Mapping[str, str], outputs: Mapping[str, str]) -> dict[str
     for output, variable in OUTPUT_SETTINGS.items():
         if output in outputs and output not in skip:
             merged[variable] = outputs[output]
+    if merged.get("LAMBDALET_K8S_EKS_CLUSTER_NAME"):  # one identity (Settings._one_identity)
+        merged.pop("LAMBDALET_K8S_TOKEN_SECRET", None)
     return merged
 
 
+def eks_roles(template: str, stage: str) -> dict[str, tuple[str, ...]]:
+    """The role names the template's EKS access entries map, for ``stage``, with their groups (pure)."""
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, tag, node: loader.construct_scalar(node)
+                                 if isinstance(node, yaml.ScalarNode) else None)  # CloudFormation's short tags
+    resources = yaml.load(template, Loader=Loader)["Resources"]
+    return {r["Properties"]["PrincipalArn"].rsplit(":role/", 1)[1].replace("${Stage}", stage):
+            tuple(r["Properties"]["KubernetesGroups"])
+            for r in resources.values() if r["Type"] == "AWS::EKS::AccessEntry"}
+
+
 def stack_parameters(stage: str, env: Mapping[str, str], flags: Mapping[str, str | None],
-                     previous: Mapping[str, str]) -> list[dict]:
+                     previous: Mapping[str, str], *, role_exists: bool = True) -> list[dict]:
     """The flags given set their parameter; the others keep the value the stack has (`previous`,
     as DescribeStacks lists it: none is NoEcho, so the value itself is passed again), or take
-    the template's default."""
+    the template's default. The EKS cluster is the stage's setting; its access entry waits
+    until the functions' role exists (``role_exists``)."""
     params = [{"ParameterKey": "Stage", "ParameterValue": stage},
-              {"ParameterKey": "Backends", "ParameterValue": backends(env)}]
+              {"ParameterKey": "Backends", "ParameterValue": backends(env)},
+              {"ParameterKey": "EksClusterName", "ParameterValue": env.get("LAMBDALET_K8S_EKS_CLUSTER_NAME", "")},
+              {"ParameterKey": "EksAccessEntry", "ParameterValue": "true" if role_exists else "false"}]
     for flag, key in FLAG_PARAMETERS.items():
         if flags.get(flag) is not None:
             params.append({"ParameterKey": key, "ParameterValue": flags[flag]})
@@ -242,12 +273,25 @@ def chalice_deploy(project: Path, stage: str, region: str) -> str:
     return urls[0]
 
 
-def write_overlay(project: Path, stage: str, api_url: str, node_names: list[str]) -> Path:
+def _role_exists(session, role: str) -> bool:
+    from botocore.exceptions import ClientError
+
+    try:
+        session.client("iam").get_role(RoleName=role)
+    except ClientError as err:
+        if err.response["Error"]["Code"] == "NoSuchEntity":
+            return False
+        raise
+    return True
+
+
+def write_overlay(project: Path, stage: str, api_url: str, node_names: list[str], eks: bool = False) -> Path:
     base_docs = [doc for path in sorted((project / BASE).glob("*.yaml")) if path.name != "kustomization.yaml"
                  for doc in yaml.safe_load_all(path.read_text()) if doc]
     target = project / OVERLAYS / stage
     target.mkdir(parents=True, exist_ok=True)
-    kustomization = overlay.kustomization(base_docs, base="../../k8s", api_url=api_url, node_names=node_names)
+    kustomization = overlay.kustomization(base_docs, base="../../k8s", api_url=api_url, node_names=node_names,
+                                          eks=eks)
     header = f"# Generated by ./dev deploy --stage {stage}: the webhooks at {api_url}, the stage's nodes.\n"
     (target / "kustomization.yaml").write_text(header + yaml.safe_dump(kustomization, sort_keys=False))
     return target.relative_to(project)
@@ -272,8 +316,11 @@ def deploy(args: argparse.Namespace, say=print) -> Path:
     name = stack_name(stage)
     existing = _stack(cfn, name) or {}
     previous = {p["ParameterKey"]: p["ParameterValue"] for p in existing.get("Parameters", [])}
-    parameters = stack_parameters(stage, env, flags, previous)
-    outputs = apply_stack(cfn, name, (project / TEMPLATE).read_text(), parameters, say)
+    eks = env.get("LAMBDALET_K8S_EKS_CLUSTER_NAME", "")
+    template = (project / TEMPLATE).read_text()
+    role_exists = not eks or all(_role_exists(session, role) for role in eks_roles(template, stage))
+    parameters = stack_parameters(stage, env, flags, previous, role_exists=role_exists)
+    outputs = apply_stack(cfn, name, template, parameters, say)
 
     account = session.client("sts").get_caller_identity()["Account"]
     policy = iam.function_policy(outputs, region=session.region_name, account=account,
@@ -285,7 +332,10 @@ def deploy(args: argparse.Namespace, say=print) -> Path:
 
     say(f"chalice deploy --stage {stage} ...")
     api_url = chalice_deploy(project, stage, session.region_name)
-    path = write_overlay(project, stage, api_url, env["LAMBDALET_NODE_NAMES"].split(","))
+    if not role_exists:  # the functions' roles exist now: their EKS access entries can be made
+        parameters = stack_parameters(stage, env, flags, previous, role_exists=True)
+        apply_stack(cfn, name, template, parameters, say)
+    path = write_overlay(project, stage, api_url, env["LAMBDALET_NODE_NAMES"].split(","), eks=bool(eks))
     empty = _empty_secrets(session, outputs, env)
     say(f"\nlambdalet {stage} is deployed: {api_url}")
     if empty:
@@ -326,6 +376,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--subnets", help="existing subnet ids, comma-separated (default: the stack creates a VPC)")
     p.add_argument("--security-groups", help="existing security group ids, comma-separated (with --subnets)")
     p.add_argument("--assign-public-ip", choices=["true", "false"], help="public IPs for tasks in your subnets")
+    p.add_argument("--eks-cluster", help="an EKS cluster: authenticate with the functions' IAM role through an "
+                   "access entry (LAMBDALET_K8S_EKS_CLUSTER_NAME) instead of a stored ServiceAccount token")
     p.add_argument("--webhook-token", choices=["on", "off"],
                    help="off where the apiserver cannot present one (managed control planes: EKS, GKE, AKS)")
     p.add_argument("--identity", choices=["service-account", "node"],

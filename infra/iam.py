@@ -40,6 +40,8 @@ def function_policy(outputs: Mapping[str, str], *, region: str, account: str, pa
                          for name in ("start_bound", "reconcile_node")],
         },
         {
+            # The EKS mode has neither identity secret: its tokens are minted from the role itself,
+            # which needs no permission (a presigned sts:GetCallerIdentity, always allowed).
             "Sid": "KubernetesTokens",
             "Effect": "Allow",
             "Action": ["secretsmanager:GetSecretValue"],

@@ -13,6 +13,10 @@ from urllib.parse import urlsplit
 import yaml
 
 PLACEHOLDER_HOST = "LAMBDALET_API_HOST"  # infra/k8s/webhooks.yaml
+# The Kubernetes group of the functions' IAM role on EKS: its access entry's kubernetesGroups
+# (infra/aws/lambdalet.yaml FunctionsAccessEntry). EKS does not check that a binding names it:
+# the overlay's bindings do (RBAC subject kind Group).
+EKS_GROUP = "lambdalet"
 
 
 def _api_path(url: str) -> str:
@@ -36,8 +40,11 @@ def _patch(doc: dict, ops: list[dict]) -> dict:
     return {"target": _target(doc), "patch": yaml.safe_dump(ops, sort_keys=False)}
 
 
-def kustomization(base_docs: list[dict], *, base: str, api_url: str, node_names: list[str]) -> dict:
-    """The overlay's kustomization.yaml. `base` is the path of infra/k8s relative to the overlay."""
+def kustomization(base_docs: list[dict], *, base: str, api_url: str, node_names: list[str],
+                  eks: bool = False) -> dict:
+    """The overlay's kustomization.yaml. `base` is the path of infra/k8s relative to the overlay.
+    ``eks``: the bindings name EKS_GROUP too, and the ServiceAccount's long-lived token Secret
+    is left out (nothing reads it: the role is the identity)."""
     api = api_url.rstrip("/") + "/"
     patches = []
     for doc in base_docs:
@@ -52,6 +59,12 @@ def kustomization(base_docs: list[dict], *, base: str, api_url: str, node_names:
                 if "resourceNames" in rule:  # the node and Lease rules: one name per node
                     ops += [{"op": "test", "path": f"/rules/{i}/resourceNames", "value": rule["resourceNames"]},
                             {"op": "replace", "path": f"/rules/{i}/resourceNames", "value": list(node_names)}]
+        elif eks and doc["kind"] in ("ClusterRoleBinding", "RoleBinding"):
+            ops.append({"op": "add", "path": "/subjects/-",
+                        "value": {"kind": "Group", "name": EKS_GROUP, "apiGroup": "rbac.authorization.k8s.io"}})
+        elif eks and doc["kind"] == "Secret" and doc.get("type") == "kubernetes.io/service-account-token":
+            gone = {"$patch": "delete", "apiVersion": doc["apiVersion"], "kind": doc["kind"], "metadata": doc["metadata"]}
+            patches.append({"patch": yaml.safe_dump(gone, sort_keys=False)})
         if ops:
             patches.append(_patch(doc, ops))
     return {

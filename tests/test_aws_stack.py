@@ -205,3 +205,40 @@ def test_node_identity_mints_into_the_stacks_secret(aws, tmp_path, capsys):
     assert node_identity.main(["--stage", "other", "--node", "n", "--kubeconfig", kubeconfig,
                                "--region", REGION]) == 2  # no such stack: says so
     assert "--identity node first" in capsys.readouterr().err
+
+
+def template_resources() -> dict:
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: {suffix: loader.construct_scalar(node)}
+                                 if isinstance(node, yaml.ScalarNode) else None)
+    return yaml.load((deploy.REPO / deploy.TEMPLATE).read_text(), Loader=Loader)["Resources"]
+
+
+@pytest.mark.filterwarnings("ignore:Tried to parse AWS.EKS.AccessEntry")
+def test_an_eks_stack_keeps_no_service_account_token_and_its_access_entry_names_the_overlays_group(aws, monkeypatch):
+    from infra import iam, overlay
+
+    outputs = create("ecs", EksClusterName="prod-1")
+    assert {"ServiceAccountTokenSecret", "NodeCertificateSecret"}.isdisjoint(outputs)
+    names = {s["Name"] for s in client("secretsmanager").list_secrets()["SecretList"]}
+    assert names == {"lambdalet/dev/webhook-token"}
+    config = app_settings(monkeypatch, outputs, eks_cluster="prod-1")
+    assert config.k8s_eks_cluster_name == "prod-1" and config.k8s_token_secret == ""
+    policy = iam.function_policy(outputs, region=REGION, account="123456789012")
+    [tokens] = [s for s in policy["Statement"] if s["Sid"] == "KubernetesTokens"]
+    assert tokens["Resource"] == [outputs["WebhookTokenSecret"]]  # minting needs no permission
+    # moto's CloudFormation skips AWS::EKS::AccessEntry (unsupported): the template says what EKS gets
+    entries = [r for r in template_resources().values() if r["Type"] == "AWS::EKS::AccessEntry"]
+    assert len(entries) == 6 and all(r["Condition"] == "Eks" for r in entries)
+    for entry in entries:
+        props = entry["Properties"]
+        assert props["KubernetesGroups"] == [overlay.EKS_GROUP] and props["Type"] == "STANDARD"
+        assert props["PrincipalArn"]["Sub"].startswith("arn:${AWS::Partition}:iam::${AWS::AccountId}:role/lambdalet-${Stage}-")
+    # one per function role chalice deploy makes: tests/test_deploy.py compares them with a real deploy
+    assert set(deploy.eks_roles((deploy.REPO / deploy.TEMPLATE).read_text(), "dev")) == {
+        f"lambdalet-dev-{f}" for f in ("reconcile", "reconcile_node", "start_bound", "heartbeat", "on_machine_event",
+                                       "api_handler")}

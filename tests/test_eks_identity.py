@@ -18,7 +18,7 @@ from chalicelib.kube import eks_token
 from tests.world.kube_sim.eks_auth import TokenRejected, check
 from tests.world.stack import ACCOUNT, EKS_CLUSTER, EKS_GROUP, REGION, SA_USER, Stack, virtual_pod
 
-ROLE_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/lambdalet-dev/lambdalet-dev-reconcile"
+ROLE_SESSION = f"arn:aws:sts::{ACCOUNT}:assumed-role/lambdalet-dev-reconcile/lambdalet-dev-reconcile"
 
 
 def as_token(stack: Stack, token: str) -> CoreV1Api:

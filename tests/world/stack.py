@@ -22,6 +22,7 @@ import yaml
 from chalice.test import Client
 from kubernetes.client import CoreV1Api
 
+from infra import overlay
 from tests.world.fargate_plane import Clock, FargatePlane, Limits, make_network
 from tests.world.kube_sim import KubeSim
 
@@ -59,12 +60,13 @@ METRICS_SERVER = "metrics-server"  # the CN of metrics-server's kubelet client c
 # LAMBDALET_KUBELET_CLIENTS: the apiserver's kubelet client everywhere, metrics-server its two paths
 KUBELET_CLIENTS = {"kube-apiserver-kubelet-client": ["*"], METRICS_SERVER: ["stats", "metrics"]}
 POD_SECRETS_PREFIX = "lambdalet/dev/pod-secrets/"
-# The EKS mode (Stack(eks=True)): the functions' role as Chalice names it (<app>-<stage>), the
-# cluster it mints tokens for, and the group its access entry gives it (infra/aws/lambdalet.yaml
-# FunctionsAccessEntry; infra/overlay.py binds it to lambdalet's roles).
-FUNCTIONS_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev"
+# The EKS mode (Stack(eks=True)): the role lambdalet runs as, as Chalice names a function's role
+# (<app>-<stage>-<function>; every function of the world runs in this one process, as reconcile),
+# the cluster it mints tokens for, and the group the access entries of infra/aws/lambdalet.yaml
+# give the functions' roles (infra/overlay.py binds it to lambdalet's roles).
+FUNCTIONS_ROLE = f"arn:aws:iam::{ACCOUNT}:role/lambdalet-dev-reconcile"
 EKS_CLUSTER = "lambdalet-test"
-EKS_GROUP = "lambdalet"
+EKS_GROUP = overlay.EKS_GROUP  # "lambdalet"
 
 
 def rbac_rules(path: Path = REPO / "infra" / "k8s" / "rbac.yaml", nodes: tuple[str, ...] = (NODE,)) -> list[dict]:
@@ -237,13 +239,18 @@ class Stack:
             RoleName=FUNCTIONS_ROLE.rsplit("/", 1)[1], AssumeRolePolicyDocument=json.dumps({
                 "Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
                                                         "Principal": {"Service": "lambda.amazonaws.com"}}]}))
+        # Lambda names the role session after the function
         creds = boto3.client("sts", region_name=REGION).assume_role(
             RoleArn=FUNCTIONS_ROLE, RoleSessionName="lambdalet-dev-reconcile")["Credentials"]
         self._setenv({"AWS_ACCESS_KEY_ID": creds["AccessKeyId"], "AWS_SECRET_ACCESS_KEY": creds["SecretAccessKey"],
                       "AWS_SESSION_TOKEN": creds["SessionToken"], "LAMBDALET_K8S_EKS_CLUSTER_NAME": EKS_CLUSTER})
         self.eks_auth = EksAuthenticator(EKS_CLUSTER, get_caller_identity, accepted=RUNTIME_SECRETS)
         RUNTIME_SECRETS.extend((creds["SecretAccessKey"], creds["SessionToken"]))
-        self.eks_auth.add_entry(AccessEntry(FUNCTIONS_ROLE, (EKS_GROUP,)))
+        from infra.deploy import eks_roles
+
+        for role, groups in eks_roles((REPO / "infra" / "aws" / "lambdalet.yaml").read_text(), "dev").items():
+            self.eks_auth.add_entry(AccessEntry(f"arn:aws:iam::{ACCOUNT}:role/{role}", groups))
+        assert FUNCTIONS_ROLE in self.eks_auth.entries, "the template maps no such role"
         self.sim.enable_eks(self.eks_auth)
         self.sim.bind_group(EKS_GROUP, rbac_rules(nodes=self.nodes))
 
