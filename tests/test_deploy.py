@@ -175,34 +175,34 @@ def test_the_webhook_token_can_be_turned_off_for_managed_control_planes_and_stay
 
 @pytest.mark.filterwarnings("ignore:Tried to parse AWS.EKS.AccessEntry")
 def test_an_eks_deploy_makes_the_access_entry_once_the_role_exists_and_binds_its_group(moto_server, tmp_path, capsys):
-    work = project_copy(tmp_path)
-    code = deploy.main(["--stage", "test", "--k8s-api-url", API, "--eks-cluster", "prod-1", "--project-dir", str(work)])
+    work = project_copy(tmp_path)  # stage eks: moto's state is the process's, other tests deploy stage test
+    code = deploy.main(["--stage", "eks", "--k8s-api-url", API, "--eks-cluster", "prod-1", "--project-dir", str(work)])
     out = capsys.readouterr().out
     assert code == 0, out
     # first the stack without the entry (EKS refuses one for a missing role), then with it
-    assert out.count("creating stack lambdalet-test") == 1 and out.count("updating stack lambdalet-test") == 1
-    assert out.index("creating stack") < out.index("chalice deploy --stage test") < out.index("updating stack")
+    assert out.count("creating stack lambdalet-eks") == 1 and out.count("updating stack lambdalet-eks") == 1
+    assert out.index("creating stack") < out.index("chalice deploy --stage eks") < out.index("updating stack")
     # the entries name exactly the roles chalice deploy made for the functions
-    deployed = json.loads((work / ".chalice/deployed/test.json").read_text())
+    deployed = json.loads((work / ".chalice/deployed/eks.json").read_text())
     roles = {r["role_name"] for r in deployed["resources"] if r["resource_type"] == "iam_role"}
-    assert roles == set(deploy.eks_roles((work / deploy.TEMPLATE).read_text(), "test"))
-    [stack] = aws("cloudformation").describe_stacks(StackName="lambdalet-test")["Stacks"]
+    assert roles == set(deploy.eks_roles((work / deploy.TEMPLATE).read_text(), "eks"))
+    [stack] = aws("cloudformation").describe_stacks(StackName="lambdalet-eks")["Stacks"]
     params = {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}
     assert (params["EksClusterName"], params["EksAccessEntry"]) == ("prod-1", "true")
     assert "ServiceAccountTokenSecret" not in {o["OutputKey"] for o in stack["Outputs"]}
-    env = json.loads((work / ".chalice/config.json").read_text())["stages"]["test"]["environment_variables"]
+    env = json.loads((work / ".chalice/config.json").read_text())["stages"]["eks"]["environment_variables"]
     assert env["LAMBDALET_K8S_EKS_CLUSTER_NAME"] == "prod-1" and "LAMBDALET_K8S_TOKEN_SECRET" not in env
     if KUBECTL:
-        rendered = render(work / "infra/k8s-overlays/test")
+        rendered = render(work / "infra/k8s-overlays/eks")
         bindings = [d for d in rendered if d["kind"] in ("ClusterRoleBinding", "RoleBinding")]
         assert len(bindings) == 2 and all(
             {"kind": "Group", "name": overlay.EKS_GROUP, "apiGroup": "rbac.authorization.k8s.io"} in d["subjects"]
             for d in bindings)
         assert not [d for d in rendered if d["kind"] == "Secret"]  # no long-lived ServiceAccount token
     # a second run: the role exists, one update (or none), the entry stays
-    assert deploy.main(["--stage", "test", "--project-dir", str(work)]) == 0
+    assert deploy.main(["--stage", "eks", "--project-dir", str(work)]) == 0
     assert "creating stack" not in capsys.readouterr().out
-    [stack] = aws("cloudformation").describe_stacks(StackName="lambdalet-test")["Stacks"]
+    [stack] = aws("cloudformation").describe_stacks(StackName="lambdalet-eks")["Stacks"]
     assert {p["ParameterKey"]: p["ParameterValue"] for p in stack["Parameters"]}["EksAccessEntry"] == "true"
 
 
