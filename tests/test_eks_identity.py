@@ -100,7 +100,7 @@ def test_a_token_of_a_role_without_an_access_entry_is_refused(eks_stack):
 def test_a_token_for_another_cluster_is_refused(eks_stack):
     """The cluster name is signed, not stated: STS refuses the signature for our cluster's header."""
     token = eks_token.EksTokens("another-cluster", REGION, own_session())()
-    assert refused(eks_stack, token) == "sts getCallerIdentity failed: status 403"
+    assert refused(eks_stack, token) == "sts getCallerIdentity failed: error from AWS (expected 200, got 403)"
 
 
 def test_an_expired_token_is_refused(eks_stack, monkeypatch):
@@ -120,7 +120,7 @@ def test_garbage_and_malformed_tokens_are_refused_with_a_reason(eks_stack):
     cases = {
         "k8s-aws-v1.": "unexpected scheme",
         "k8s-aws-v1.%%%not-base64%%%": "not base64url",
-        "k8s-aws-v1." + "A" * 9000: "token is too large",
+        "k8s-aws-v1." + "A" * 4100: "token is too large",
         good + "=": "not base64url",  # padding: token.go decodes RawURLEncoding
         "k8s-aws-v1." + base64.urlsafe_b64encode(b"\xff\xfe").decode().rstrip("="): "not base64url",
         tampered(good, lambda u: u._replace(netloc="sts.evil.example.com")): "unexpected hostname",
@@ -130,13 +130,14 @@ def test_garbage_and_malformed_tokens_are_refused_with_a_reason(eks_stack):
             "unexpected action",
         tampered(good, lambda u: u._replace(query=u.query + "&Foo=1")): "non-whitelisted query parameter",
         tampered(good, lambda u: u._replace(query=u.query + "&Action=GetCallerIdentity")): "multiple values",
+        tampered(good, lambda u: u._replace(query=u.query + "&action=GetCallerIdentity")): "duplicate query parameter",
         tampered(good, lambda u: u._replace(query=u.query.replace("x-k8s-aws-id", "x-other"))): "did not sign",
         tampered(good, lambda u: u._replace(query=u.query.replace("X-Amz-Expires=60", "X-Amz-Expires=901"))):
             "invalid X-Amz-Expires",
         tampered(good, lambda u: u._replace(query=u.query.replace("X-Amz-Date=", "X-Amz-Date=x"))):
             "error parsing X-Amz-Date",
         tampered(good, lambda u: u._replace(query=u.query.replace("X-Amz-Expires=60", "X-Amz-Expires=59"))):
-            "status 403",  # well formed, but no longer what was signed
+            "got 403",  # well formed, but no longer what was signed
     }
     for token, reason in cases.items():
         assert reason in refused(eks_stack, token), token[:60]

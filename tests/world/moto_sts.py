@@ -12,6 +12,9 @@ Two gaps of moto 5.2.5's STS are bridged here, each for a reason the code shows:
   parameter only (moto/core/responses.py get_access_key), never from a SigV4 presigned URL's
   ``X-Amz-Credential``; without the key it answers for a default user. The key of
   X-Amz-Credential is passed as ``AWSAccessKeyId`` too.
+- moto answers the query protocol's XML whatever the Accept header says; STS answers JSON
+  to ``Accept: application/json`` (what the authenticator sends and reads: token.go
+  getCallerIdentityWrapper). The answer is handed on in that JSON shape.
 
 The GET goes to the URL's own host, which moto's in-process mock (mock_aws) serves; moto's
 server mode routes an unsigned GET on ``/`` to S3, so the world's STS is moto in-process.
@@ -19,7 +22,9 @@ server mode routes an unsigned GET on ``/`` to S3, so the world's STS is moto in
 from __future__ import annotations
 
 import hmac
+import json
 import urllib.parse
+import xml.etree.ElementTree as ET
 
 import requests
 from botocore.auth import SigV4QueryAuth
@@ -71,4 +76,9 @@ def get_caller_identity(url: str, headers: dict) -> tuple[int, str]:
         return 403, ERROR.format(code="SignatureDoesNotMatch", message="The request signature we calculated does not "
                                  "match the signature you provided.")
     answer = requests.get(url + "&" + urllib.parse.urlencode({"AWSAccessKeyId": access_key}), headers=headers, timeout=10)
-    return answer.status_code, answer.text
+    if answer.status_code != 200 or "json" not in headers.get("accept", ""):
+        return answer.status_code, answer.text
+    fields = {e.tag.rsplit("}", 1)[-1]: e.text for e in ET.fromstring(answer.text).iter()}
+    return 200, json.dumps({"GetCallerIdentityResponse": {
+        "GetCallerIdentityResult": {k: fields.get(k) for k in ("Account", "Arn", "UserId")},
+        "ResponseMetadata": {"RequestId": fields.get("RequestId")}}})

@@ -6,7 +6,7 @@ Verify, in its order: the token is at most 8 KiB (maxTokenLenBytes) and starts w
 ``k8s-aws-v1.``; the rest is base64url without padding of an https URL whose host is an STS
 endpoint (sts.amazonaws.com, sts.<region>.amazonaws.com[.cn], with or without ``-fips``:
 getDefaultHostnameForRegion / stsHostsForPartition), path ``/``; only the whitelisted query
-parameters, each once (parameterWhitelist); Action=GetCallerIdentity; ``x-k8s-aws-id`` among
+parameters (parameterWhitelist), each once and in one spelling; Action=GetCallerIdentity; ``x-k8s-aws-id`` among
 X-Amz-SignedHeaders (hasSignedClusterIDHeader); 0 <= X-Amz-Expires <= 900; X-Amz-Date present
 and at most 15 minutes old (presignedURLExpiration). Then it GETs the URL with
 ``x-k8s-aws-id: <its own cluster>`` and ``Accept: application/json``: STS checks the signature,
@@ -23,17 +23,17 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 import time
 import urllib.parse
-import xml.etree.ElementTree as ET
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 PREFIX = "k8s-aws-v1."
 CLUSTER_HEADER = "x-k8s-aws-id"
-MAX_TOKEN_BYTES = 1024 * 4 * 2  # token.go maxTokenLenBytes
+MAX_TOKEN_BYTES = 1024 * 4  # token.go maxTokenLenBytes
 URL_LIFETIME = 15 * 60  # token.go presignedURLExpiration
 STS_HOST = re.compile(r"^sts(-fips)?(\.[a-z0-9-]+)?\.amazonaws\.com(\.cn)?$")
 WHITELIST = {"action", "version", "x-amz-algorithm", "x-amz-credential", "x-amz-date", "x-amz-expires",
@@ -73,13 +73,20 @@ def check(token: str, now: float) -> urllib.parse.SplitResult:
         raise TokenRejected(f'unexpected hostname "{parts.netloc}" in pre-signed URL')
     if parts.path != "/":
         raise TokenRejected("unexpected path in pre-signed URL")
-    query: dict[str, str] = {}
+    grouped: dict[str, list[str]] = {}
     for key, value in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        grouped.setdefault(key, []).append(value)
+    lowered = [key.lower() for key in grouped]
+    for key in grouped:  # validateDuplicateParameters: the same name in two spellings
+        if lowered.count(key.lower()) > 1:
+            raise TokenRejected(f'duplicate query parameter found: "{key}"')
+    query: dict[str, str] = {}
+    for key, values in grouped.items():
         if key.lower() not in WHITELIST:
             raise TokenRejected(f'non-whitelisted query parameter "{key}"')
-        if key.lower() in query:
+        if len(values) != 1:
             raise TokenRejected("query parameter with multiple values not supported")
-        query[key.lower()] = value
+        query[key.lower()] = values[0]
     if query.get("action") != "GetCallerIdentity":
         raise TokenRejected("unexpected action parameter in pre-signed URL")
     if CLUSTER_HEADER not in query.get("x-amz-signedheaders", "").split(";"):
@@ -99,22 +106,15 @@ def check(token: str, now: float) -> urllib.parse.SplitResult:
 
 
 def caller_arn(status: int, body: str) -> str:
-    """The ARN of STS's GetCallerIdentity answer (JSON as STS sends for Accept: application/json,
-    or the query protocol's XML)."""
+    """The ARN of STS's GetCallerIdentity answer, JSON as STS sends it for Accept: application/json."""
     if status != 200:
-        raise TokenRejected(f"sts getCallerIdentity failed: status {status}")
+        raise TokenRejected(f"sts getCallerIdentity failed: error from AWS (expected 200, got {status})")
     try:
-        if body.lstrip().startswith("{"):
-            import json
-
-            arn = json.loads(body)["GetCallerIdentityResponse"]["GetCallerIdentityResult"]["Arn"]
-        else:
-            found = [e.text for e in ET.fromstring(body).iter() if e.tag.rsplit("}", 1)[-1] == "Arn"]
-            arn = found[0] if found else None
-    except (ValueError, KeyError, TypeError, ET.ParseError) as err:
-        raise TokenRejected(f"sts getCallerIdentity answer not understood: {err}") from None
+        arn = json.loads(body)["GetCallerIdentityResponse"]["GetCallerIdentityResult"]["Arn"]
+    except (ValueError, KeyError, TypeError) as err:
+        raise TokenRejected(f"sts getCallerIdentity failed: {err!r}") from None
     if not isinstance(arn, str) or not arn:
-        raise TokenRejected("sts getCallerIdentity answer has no Arn")
+        raise TokenRejected("sts getCallerIdentity failed: no Arn")
     return arn
 
 
