@@ -399,6 +399,7 @@ SECTIONS: dict[str, object] = {
     "binding_bursts": "bench.bursts:binding_bursts",
     "pod_start_http": "bench.pod_start:pod_start_http",
     "many_nodes": "bench.many_nodes:many_nodes",
+    "eks_token": "bench.eks_token:eks_token",
 }
 
 
