@@ -192,3 +192,30 @@ def test_the_operator_command_says_why_no_certificate_came(tmp_path):
     with KubeSim() as no_signer:  # a cluster whose signer does not run
         with pytest.raises(MintError, match="no certificate after"):
             mint(no_signer.api_client(), "n1", timeout=0.3, poll=0.05, say=lambda _: None)
+
+
+def test_kubectl_over_https_lists_and_approves_csrs(sim, tmp_path):
+    """The real kubectl with a kubeconfig holding the cluster CA: `get csr` with the server's
+    columns, `certificate approve` (a protobuf PUT to /approval), then the signer issues."""
+    import shutil
+    import subprocess
+
+    if not shutil.which("kubectl"):
+        pytest.skip("kubectl not installed")
+    kubeconfig = sim.write_kubeconfig(tmp_path / "kubeconfig")
+    body = csr_object("n1", request_pem(ec.generate_private_key(ec.SECP256R1()), "n1"), expiration_seconds=3600)
+    name = body["metadata"]["name"]
+    assert csr(sim, body).status == 201
+
+    def kubectl(*args):
+        done = subprocess.run(["kubectl", "--kubeconfig", kubeconfig, *args], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        return done.stdout
+
+    assert kubectl("get", "csr").split("\n")[0].split() == ["NAME", "AGE", "SIGNERNAME", "REQUESTOR",
+                                                            "REQUESTEDDURATION", "CONDITION"]
+    assert kubectl("get", "csr", name, "--no-headers").split()[2:] == [
+        "kubernetes.io/kube-apiserver-client-kubelet", "admin", "60m", "Pending"]
+    assert f"certificatesigningrequest.certificates.k8s.io/{name} approved" in kubectl("certificate", "approve", name)
+    sim.csr_signer.run_once()
+    assert kubectl("get", "csr", name, "--no-headers").split()[-1] == "Approved,Issued"

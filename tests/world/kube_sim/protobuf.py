@@ -5,7 +5,7 @@ secret`) POST protobuf. The envelope is k8s.io/apimachinery runtime.Unknown
 behind the 4-byte magic "k8s\\0" (apimachinery/pkg/runtime/serializer/protobuf):
   1: typeMeta {1: apiVersion, 2: kind}, 2: raw (the object), 3: contentEncoding, 4: contentType.
 The object's field numbers come from the `protobuf:"...,N,..."` tags of the Go
-types (k8s.io/api {core,apps,batch}/v1/generated.proto, apimachinery
+types (k8s.io/api {core,apps,batch,certificates}/v1/generated.proto, apimachinery
 meta/v1/generated.proto). Only the types and fields below are known; a body with
 any other field is answered 415, as kube-apiserver answers a media type it cannot
 decode, so nothing is silently lost. Go's proto marshalling writes every
@@ -87,6 +87,16 @@ TYPES = {
                   suspend=(10, "b")),
     "JobStatus": _t(active=(4, "i"), succeeded=(5, "i"), failed=(6, "i"), completedIndexes=(7, "s"),
                        failedIndexes=(8, "s"), ready=(10, "i"), terminating=(11, "i")),
+    # certificates/v1: what `kubectl certificate approve|deny` PUTs to /approval
+    "CertificateSigningRequest": _t(metadata=(1, "ObjectMeta"), spec=(2, "CertificateSigningRequestSpec"),
+                                    status=(3, "CertificateSigningRequestStatus")),
+    "CertificateSigningRequestSpec": _t(request=(1, "bytes"), username=(2, "s"), uid=(3, "s"), groups=(4, "s", 1),
+                                        usages=(5, "s", 1), signerName=(7, "s"), expirationSeconds=(8, "i")),
+    "CertificateSigningRequestStatus": _t(conditions=(1, "CertificateSigningRequestCondition", 1),
+                                          certificate=(2, "bytes")),
+    "CertificateSigningRequestCondition": _t(type=(1, "s"), reason=(2, "s"), message=(3, "s"),
+                                             lastUpdateTime=(4, "Time"), lastTransitionTime=(5, "Time"),
+                                             status=(6, "s")),
 }
 # Pointer fields: present means set, even to zero/false.
 KEEP_ZERO = {("DeploymentSpec", "replicas"), ("JobSpec", "parallelism"), ("JobSpec", "completions"),
@@ -95,7 +105,8 @@ KEEP_ZERO = {("DeploymentSpec", "replicas"), ("JobSpec", "parallelism"), ("JobSp
              ("ConfigMap", "immutable"), ("Secret", "immutable"), ("Toleration", "tolerationSeconds")}
 # Top-level kinds this decoder accepts (apiVersion, kind) -> message type.
 KINDS = {("v1", "Namespace"): "Namespace", ("v1", "ConfigMap"): "ConfigMap", ("v1", "Secret"): "Secret",
-         ("v1", "Pod"): "Pod", ("apps/v1", "Deployment"): "Deployment", ("batch/v1", "Job"): "Job"}
+         ("v1", "Pod"): "Pod", ("apps/v1", "Deployment"): "Deployment", ("batch/v1", "Job"): "Job",
+         ("certificates.k8s.io/v1", "CertificateSigningRequest"): "CertificateSigningRequest"}
 
 
 def _varint(buf: bytes, i: int) -> tuple[int, int]:
@@ -178,6 +189,8 @@ def decode_message(type_name: str, buf: bytes) -> dict:
             val = bool(v)
         elif kind == "raw":
             val = v
+        elif kind == "bytes":
+            val = base64.b64encode(v).decode()
         elif kind == "Time":
             val = _time(v)
         elif kind in ("map", "mapQ", "mapB"):

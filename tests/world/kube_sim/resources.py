@@ -424,21 +424,21 @@ class CsrStrategy(Strategy):
         types = [c.get("type") for c in C.conditions(new)]
         if "Approved" in types and "Denied" in types:
             causes.append(E.cause_invalid("status.conditions", "Approved", "Approved and Denied conditions are mutually exclusive"))
+        for t in {*types}:
+            if types.count(t) > 1:
+                causes.append(E.cause_duplicate("status.conditions", t))  # one condition of a given type
         for i, c in enumerate(C.conditions(new)):
-            if c.get("type") in C.APPROVAL_TYPES and c.get("status") != "True":
+            if c.get("type") in (*C.APPROVAL_TYPES, "Failed") and c.get("status") != "True":
                 causes.append({"reason": "FieldValueNotSupported", "field": f"status.conditions[{i}].status",
                                "message": f'Unsupported value: "{c.get("status")}": supported values: "True"'})
-        if subresource == "status":
-            old_types = [c.get("type") for c in C.conditions(old)]
+        old_types = [c.get("type") for c in C.conditions(old)]
+        if subresource == "status":  # Approved and Denied come only through /approval
             for t in C.APPROVAL_TYPES:
-                if types.count(t) > old_types.count(t):
+                if t in types and t not in old_types:
                     causes.append(E.cause_forbidden("status.conditions", f"updates may not add a condition of type \"{t}\""))
-                if types.count(t) < old_types.count(t):
-                    causes.append(E.cause_forbidden("status.conditions", f"updates may not remove a condition of type \"{t}\""))
-        if subresource == "approval":
-            for t in C.APPROVAL_TYPES:
-                if C.has_condition(old, t) and t not in types:
-                    causes.append(E.cause_forbidden("status.conditions", f"updates may not remove a condition of type \"{t}\""))
+        for t in (*C.APPROVAL_TYPES, "Failed"):  # "cannot be removed once added" (certificates/v1 types.go)
+            if t in old_types and t not in types:
+                causes.append(E.cause_forbidden("status.conditions", f"updates may not remove a condition of type \"{t}\""))
         before = (old.get("status") or {}).get("certificate")
         if before and (new.get("status") or {}).get("certificate") != before:
             causes.append(E.cause_forbidden("status.certificate", "updates may not modify existing certificate content"))

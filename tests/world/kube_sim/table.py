@@ -46,6 +46,7 @@ def _columns() -> dict:
     priority-1 columns unless -o wide."""
     name, age = _c("Name", "string", NAME_DESC, fmt="name"), _c("Age", "string", AGE_DESC)
     core, apps, batch = "io.k8s.api.core.v1.", "io.k8s.api.apps.v1.", "io.k8s.api.batch.v1."
+    certs = "io.k8s.api.certificates.v1."
     template = [_c("Containers", "string", CONTAINERS_DESC, 1), _c("Images", "string", IMAGES_DESC, 1)]
     return {
         ("", "nodes"): [name, _c("Status", "string", "The status of the node"),
@@ -82,6 +83,11 @@ def _columns() -> dict:
                                   _c("Ready", "integer", _doc(apps + "ReplicaSetStatus", "readyReplicas")),
                                   age, *template,
                                   _c("Selector", "string", _doc(apps + "ReplicaSetSpec", "selector"), 1)],
+        ("certificates.k8s.io", "certificatesigningrequests"): [
+            name, age, _c("SignerName", "string", _doc(certs + "CertificateSigningRequestSpec", "signerName")),
+            _c("Requestor", "string", _doc(certs + "CertificateSigningRequestSpec", "request")),
+            _c("RequestedDuration", "string", _doc(certs + "CertificateSigningRequestSpec", "expirationSeconds")),
+            _c("Condition", "string", _doc(certs + "CertificateSigningRequestStatus", "conditions"))],
         ("batch", "jobs"): [name, _c("Status", "string", "Status of the job."),
                             _c("Completions", "string", _doc(batch + "JobStatus", "succeeded")),
                             _c("Duration", "string", "Time required to complete the job."), age, *template,
@@ -244,7 +250,21 @@ def cells(rt, o: dict, now) -> list:
                 *_template_cells(spec), selector_string(spec.get("selector"))]
     if key == ("batch", "jobs"):
         return job_cells(o, now)
+    if key == ("certificates.k8s.io", "certificatesigningrequests"):
+        return csr_cells(o, age)
     return [m["name"], m.get("creationTimestamp")]
+
+
+def csr_cells(o: dict, age: str) -> list:
+    """printCertificateSigningRequest / extractCSRStatus (printers.go)."""
+    spec, status = o.get("spec") or {}, o.get("status") or {}
+    types = {c.get("type") for c in status.get("conditions") or []}
+    condition = "Denied" if "Denied" in types else "Approved" if "Approved" in types else "Pending"
+    condition += ",Failed" if "Failed" in types else ""
+    condition += ",Issued" if status.get("certificate") else ""
+    seconds = spec.get("expirationSeconds")
+    return [o["metadata"]["name"], age, spec.get("signerName") or "<none>", spec.get("username", ""),
+            human_duration(seconds) if seconds else "<none>", condition]
 
 
 def to_table(rt, objs: list[dict], rv: str, now, cont: str | None = None) -> dict:
