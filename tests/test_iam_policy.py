@@ -99,8 +99,8 @@ def test_every_aws_call_of_an_ecs_pod_lifecycle_is_allowed_on_the_stacks_resourc
     assert {"secretsmanager:CreateSecret", "secretsmanager:ListSecrets", "secretsmanager:DeleteSecret"} <= called
     denied = [a for a in sorted(called) if not allows(policy, a, *resource_of(a, outputs))]
     assert denied == []
-    for secret in (outputs["ServiceAccountTokenSecret"], outputs["WebhookTokenSecret"]):
-        assert allows(policy, "secretsmanager:GetSecretValue", secret)
+    for secret in (outputs["ServiceAccountTokenSecret"], outputs["NodeCertificateSecret"], outputs["WebhookTokenSecret"]):
+        assert allows(policy, "secretsmanager:GetSecretValue", secret)  # either identity's, and the webhook token
     assert allows(policy, "iam:PassRole", outputs["EcsExecutionRoleArn"],
                   {"iam:PassedToService": "ecs-tasks.amazonaws.com"})
 

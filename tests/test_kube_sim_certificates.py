@@ -94,6 +94,14 @@ def test_the_authenticator_refuses_what_does_not_verify(sim, tmp_path):
                       now=now + dt.timedelta(days=2))
     assert err.value.code == 401
     assert judged(der(sim.pki.server("localhost"))) == 401  # serverAuth only: an incompatible key usage
+    with_uid = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "jane"),
+                          x509.NameAttribute(x509.ObjectIdentifier("1.3.6.1.4.1.57683.2"), "uid-7")])
+    key = ec.generate_private_key(ec.SECP256R1())
+    jane = (x509.CertificateBuilder().subject_name(with_uid).issuer_name(sim.pki.cert.subject)
+            .public_key(key.public_key()).serial_number(2)
+            .not_valid_before(now - dt.timedelta(minutes=1)).not_valid_after(now + dt.timedelta(hours=1))
+            .sign(sim.pki.key, hashes.SHA256()).public_bytes(serialization.Encoding.DER))
+    assert judged(jane) == {"username": "jane", "groups": ["system:authenticated"], "uid": "uid-7", "rules": []}
     key = ec.generate_private_key(ec.SECP256R1())
     no_cn = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "o")]))
              .issuer_name(sim.pki.cert.subject).public_key(key.public_key()).serial_number(1)

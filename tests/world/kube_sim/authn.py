@@ -9,7 +9,8 @@ x509, after k8s ``staging/src/k8s.io/apiserver/pkg/authentication/request/x509/x
 the presented chain is verified against the client CA (``--client-ca-file``) with
 ``KeyUsages: [ClientAuth]`` at the current time, then ``CommonNameUserConversion``
 makes the user: name = the Subject's CommonName (a certificate without one is not
-recognised), groups = the Subject's Organization values. Node identities
+recognised), groups = the Subject's Organization values, uid = the Subject attribute
+1.3.6.1.4.1.57683.2 when present (AllowParsingUserUIDFromCertAuth, beta and on since 1.34). Node identities
 (``system:node:<name>`` in ``system:nodes``) are then judged by the Node authorizer
 (node_authorizer.py), anyone else in ``system:masters`` may do everything, and any
 other certificate user is granted nothing (the simulator keeps no RBAC objects).
@@ -34,6 +35,7 @@ from . import errors as E
 from .node_authorizer import node_name
 
 AUTHENTICATED = "system:authenticated"
+UID_OID = x509.ObjectIdentifier("1.3.6.1.4.1.57683.2")
 
 
 def unauthorized() -> E.ApiError:
@@ -61,6 +63,9 @@ def x509_user(der: bytes, client_ca: x509.Certificate, now: dt.datetime) -> dict
     cn = str(names[0].value)
     groups = [str(a.value) for a in leaf.subject.get_attributes_for_oid(NameOID.ORGANIZATION_NAME)]
     user = {"username": cn, "groups": [*groups, AUTHENTICATED]}
+    uids = leaf.subject.get_attributes_for_oid(UID_OID)
+    if uids:
+        user["uid"] = str(uids[0].value)
     if node_name(user):
         user["rules"] = "node"  # the Node authorizer's, not RBAC
     elif "system:masters" not in groups:
