@@ -2,11 +2,12 @@
 ``k8s-aws-v1.`` tokens: aws-iam-authenticator's ``pkg/token/token.go`` (tokenVerifier.Verify)
 and EKS access entries.
 
-Verify, in its order: the token is at most 8 KiB (maxTokenLenBytes) and starts with
+Verify, in its order: the token is at most 4 KiB (maxTokenLenBytes) and starts with
 ``k8s-aws-v1.``; the rest is base64url without padding of an https URL whose host is an STS
 endpoint (sts.amazonaws.com, sts.<region>.amazonaws.com[.cn], with or without ``-fips``:
-getDefaultHostnameForRegion / stsHostsForPartition), path ``/``; only the whitelisted query
-parameters (parameterWhitelist), each once and in one spelling; Action=GetCallerIdentity; ``x-k8s-aws-id`` among
+verifyHost / verifySTSHostnameFormat; the dual-stack api.aws hosts are not modelled), path
+``/``; only the whitelisted query parameters (parameterWhitelist), each once and in one
+spelling (validateDuplicateParameters); Action=GetCallerIdentity; ``x-k8s-aws-id`` among
 X-Amz-SignedHeaders (hasSignedClusterIDHeader); 0 <= X-Amz-Expires <= 900; X-Amz-Date present
 and at most 15 minutes old (presignedURLExpiration). Then it GETs the URL with
 ``x-k8s-aws-id: <its own cluster>`` and ``Accept: application/json``: STS checks the signature,
