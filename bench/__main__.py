@@ -171,39 +171,6 @@ def fly_creates(n: int) -> None:
           f"({n / wall:.2f} creates/s, {len(fly.requests)} calls, {throttled} answered 429)")
 
 
-def steady_at_scale(pods: int = 10000) -> None:
-    """Goal 3, in a fresh process: lambdalet's own cost of a steady reconcile (zero-latency fakes)."""
-    code = f"""
-import json, time
-from bench.zero_latency import steady_world
-from chalicelib.usecases.reconcile import reconcile
-from chalicelib.plan import plan
-def hwm(): return int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')][0]) / 1024
-def rss(): return int([l.split()[1] for l in open('/proc/self/status') if l.startswith('VmRSS')][0]) / 1024
-out = {{}}
-for changed in (0.0, 0.01):
-    world, api, ecs = steady_world({pods}, changed=changed)
-    base = rss()
-    t, c = time.perf_counter(), time.process_time()
-    report = reconcile(world)
-    out[changed] = dict(wall=time.perf_counter() - t, cpu=time.process_time() - c, base=base, peak=hwm(),
-                        kube=dict(api.calls), ecs=dict(ecs.calls), report=report)
-    del world, api, ecs
-print(json.dumps(out))
-"""
-    result = json.loads(subprocess.run([PY, "-c", code], cwd=REPO, capture_output=True, text=True,
-                                       check=True).stdout.strip().splitlines()[-1])
-    import math
-
-    kube_max, ecs_max = 2 * math.ceil(pods / 500) + 2, 2 * math.ceil(pods / 100) + 2
-    for changed, r in result.items():
-        kube_calls, ecs_calls = sum(r["kube"].values()), sum(r["ecs"].values())
-        writes = {k: n for k, n in r["kube"].items() if not k.startswith(("list", "get"))}
-        print(f"reconcile, {pods} pods, {float(changed):.0%} changed: k8s {kube_calls} calls (goal <= {kube_max}), "
-              f"ecs {ecs_calls} (goal <= {ecs_max}), writes {json.dumps(writes)}, CPU {r['cpu']:.2f} s (goal <= 2), "
-              f"wall {r['wall']:.2f} s, peak RSS {r['peak']:.0f} MiB (goal <= 200; fakes' data alone {r['base']:.0f} MiB)")
-
-
 def creates_at_volume(pods: int = 300, latency: float = 0.1, budget: float = 60.0) -> None:
     """Goal 2: ``pods`` bound at once, one reconcile with a 60 s budget, against RunTask
     latency and Fargate's published launch limits (docs.aws.amazon.com/AmazonECS/latest/
@@ -389,7 +356,7 @@ SECTIONS: dict[str, object] = {
     "audit_batch": audit_batch,
     "admission": admission,
     "fly_creates": lambda: fly_creates(20),
-    "steady_at_scale": steady_at_scale,
+    "steady_at_scale": "bench.scale:steady_at_scale",
     "audit_own_cost": audit_own_cost,
     "heartbeat_beside_reconcile": heartbeat_beside_reconcile,
     "event_to_running": event_to_running,

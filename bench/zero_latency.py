@@ -189,15 +189,12 @@ def since(start: datetime, seconds: float) -> datetime:
     return start + timedelta(seconds=seconds)
 
 
-def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
-    """A node with ``n`` running pods whose statuses already show their tasks, over the fakes;
-    returns (world, api, ecs) ready for ``reconcile``."""
+def steady_data(n: int, node: str = "vk-bench", changed: float = 0.0):
+    """A node with ``n`` running pods whose statuses already show their tasks: (pods, tasks,
+    the stored Node, the Lease, the Node lambdalet registers, now); ``changed`` of the tasks stopped."""
     from chalicelib import node as vnode
-    from chalicelib.kube.client import KubeClient, api_client
-    from chalicelib.machines.ecs import EcsBackend, machine_from_task
-    from chalicelib.wiring import ecs_client
+    from chalicelib.machines.ecs import machine_from_task
     from chalicelib.plan import PatchStatus, plan
-    from chalicelib.usecases.world import World
     from tests.world.pods import pod
 
     now = since(T0, 60)
@@ -207,6 +204,29 @@ def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
     for action in shown.of(PatchStatus):  # what lambdalet wrote on its earlier passes
         action.pod["status"] = {**action.pod["status"], **action.status}
         action.pod["metadata"]["resourceVersion"] = "101"
+    node_obj = node_object(node, n, now)
+    stored = {**node_obj, "metadata": {**node_obj["metadata"], "uid": "bench-node", "resourceVersion": "5"},
+              "status": {**node_obj["status"], "conditions": vnode.conditions(now)}}
+    for task in tasks[: int(n * changed)]:
+        stop(task)
+    return pods, tasks, stored, lease(node, since(now, -5)), node_obj, now
+
+
+def node_object(node: str, n: int, now: datetime) -> dict:
+    """The Node lambdalet registers for ``node`` (as wiring builds it)."""
+    from chalicelib import node as vnode
+
+    return vnode.node_object(node, "ecs", REGION, {"cpu": "1000", "memory": "4Ti", "pods": str(n)}, now)
+
+
+def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
+    """``steady_data`` over the in-process fakes; returns (world, api, ecs) ready for ``reconcile``."""
+    from chalicelib.kube.client import KubeClient, api_client
+    from chalicelib.machines.ecs import EcsBackend
+    from chalicelib.wiring import ecs_client
+    from chalicelib.usecases.world import World
+
+    pods, tasks, stored, lease_obj, node_obj, now = steady_data(n, node, changed)
     ecs = FakeEcs(tasks)
     import os
 
@@ -215,13 +235,8 @@ def steady_world(n: int, node: str = "vk-bench", changed: float = 0.0):
     client = ecs_client(REGION)  # as wiring builds it
     ecs.attach(client)
     backend = EcsBackend(client, cluster=CLUSTER, subnets=["subnet-0bench"], security_groups=["sg-0bench"])
-    node_obj = vnode.node_object(node, "ecs", REGION, {"cpu": "1000", "memory": "4Ti", "pods": str(n)}, now)
-    stored = {**node_obj, "metadata": {**node_obj["metadata"], "uid": "bench-node", "resourceVersion": "5"},
-              "status": {**node_obj["status"], "conditions": vnode.conditions(now)}}
-    api = FakeKubeApi(pods, node=stored, lease=lease(node, since(now, -5)))
+    api = FakeKubeApi(pods, node=stored, lease=lease_obj)
     kube = KubeClient(api_client("http://bench.invalid", "bench-token"))
     kube.core = kube.coordination = api
     world = World(kube=kube, backends={node: backend}, nodes={node: node_obj}, clock=lambda: now)
-    for task in tasks[: int(n * changed)]:
-        stop(task)
     return world, api, ecs
