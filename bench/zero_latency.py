@@ -66,7 +66,10 @@ class FakeEcs:
         return page
 
     def _DescribeTasks(self, body: dict) -> dict:
-        return {"tasks": [self.tasks[a] for a in body["tasks"] if a in self.tasks], "failures": []}
+        tasks = [self.tasks[a] for a in body["tasks"] if a in self.tasks]
+        if "TAGS" not in body.get("include", []):  # as ECS: tags only when asked for
+            tasks = [{k: v for k, v in t.items() if k != "tags"} for t in tasks]
+        return {"tasks": tasks, "failures": []}
 
     def _StopTask(self, body: dict) -> dict:
         task = self.tasks[body["task"]]

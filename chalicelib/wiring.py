@@ -115,16 +115,20 @@ def build_kube(config: Settings):
 def ecs_client(region: str):
     """The ECS client: ``client_config()`` with botocore's adaptive retry mode (after a
     throttle it paces its own calls: 1,000 creates meet Fargate's 20 RunTask/s
-    without a storm of 429s), and timestamps left as the epoch seconds ECS sends:
+    without a storm of 429s), timestamps left as the epoch seconds ECS sends:
     botocore would make each a dateutil-aware datetime, a third of the CPU of a
-    10,000-task DescribeTasks listing; machine_from_task reads both."""
+    10,000-task DescribeTasks listing; machine_from_task reads both. Its model's
+    task shapes hold only what lambdalet reads (ecs/read_model.py): the parser
+    walks each modelled member of each task, half of that listing's CPU."""
     import boto3
     import botocore.session
 
     from chalicelib.machines.ecs import client_config
+    from chalicelib.machines.ecs.read_model import loader
 
     core = botocore.session.get_session()
     core.get_component("response_parser_factory").set_parser_defaults(timestamp_parser=lambda value: value)
+    core.register_component("data_loader", loader(core.get_config_variable("data_path")))
     session = boto3.session.Session(botocore_session=core, region_name=region)
     return session.client("ecs", config=client_config(mode="adaptive"))
 

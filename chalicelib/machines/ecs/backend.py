@@ -3,7 +3,7 @@ lives in taskdef/status, error kinds in client). See the package docstring."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -11,7 +11,7 @@ from ..contract import ContainerUsage, LogLine, Machine, MachinePhase, MachineSp
 from ..fargate_sizes import SIZES
 from . import connect, insights, logs
 from .client import _is_missing_task, _is_missing_task_definition, classify, client_config, conflicting_tasks, failure_error
-from .identity import client_token, started_by, task_group, task_tags
+from .identity import STARTED_BY_PREFIX, client_token, started_by, task_group, task_tags
 from .status import is_task_state_change, machine_from_task
 from . import workload
 from .taskdef import task_definition
@@ -73,14 +73,17 @@ class EcsBackend:
             raise classify(e, action) from e
 
     def _describe(self, arns: list[str]) -> list[dict]:
-        tasks: list[dict] = []
+        return [task for page in self._described(arns) for task in page]
+
+    def _described(self, arns: list[str], tags: bool = True) -> Iterator[list[dict]]:
+        """The tasks of ``arns``, a DescribeTasks page at a time (a listing keeps only its Machines);
+        without their tags unless ``tags``."""
         for i in range(0, len(arns), DESCRIBE_BATCH):
             resp = self._call(
                 "DescribeTasks", "describe_tasks",
-                cluster=self.cluster, tasks=arns[i : i + DESCRIBE_BATCH], include=["TAGS"],
+                cluster=self.cluster, tasks=arns[i : i + DESCRIBE_BATCH], **({"include": ["TAGS"]} if tags else {}),
             )
-            tasks.extend(resp.get("tasks") or [])
-        return tasks
+            yield resp.get("tasks") or []
 
     def _list_arns(self, **filters: Any) -> list[str]:
         try:
@@ -208,10 +211,23 @@ class EcsBackend:
             arns += self._list_arns(startedBy=started_by(node))
         seen = set(arns)
         arns += [a for a in self._list_arns(desiredStatus="STOPPED") if a not in seen]
-        for task in self._describe(arns) if arns else []:
-            machine = machine_from_task(task)
-            if machine is not None and machine.node in out:
-                out[machine.node].append(machine)
+        # Without tags: a task's ``group`` and ``startedBy`` name its pod (identity.py), and the
+        # tags were half of what botocore parsed. A task of ours whose group could not hold
+        # the whole identity (over 255 characters) is described again with its tags.
+        tagged: list[str] = []
+        for page in self._described(arns, tags=False):
+            for task in page:
+                machine = machine_from_task(task)
+                if machine is None or not machine.pod.name:
+                    if str(task.get("startedBy") or "").startswith(STARTED_BY_PREFIX):
+                        tagged.append(task["taskArn"])
+                elif machine.node in out:
+                    out[machine.node].append(machine)
+        for page in self._described(tagged):
+            for task in page:
+                machine = machine_from_task(task)
+                if machine is not None and machine.node in out:
+                    out[machine.node].append(machine)
         return out
 
     def get(self, machine_id: str) -> Machine | None:
