@@ -216,8 +216,10 @@ def machine_from_task(task: Mapping, tags: Any = None) -> Machine | None:
     # Stopped by someone else than lambdalet (a user, the scheduler, a Spot
     # reclaim): each container's exit says so, not just its bare exit code.
     others = f"Machine stopped outside lambdalet ({machine.cloud_says()})" if machine.stopped_by_others() else None
-    return machine.model_copy(update={
-        "containers": tuple(_container_run(c, task, phase, others) for c in containers)})
+    # Set on the machine just made (each ContainerRun validated as it is built): a
+    # model_copy would build the Machine twice, per task of a 10,000-task listing.
+    machine.containers = tuple(_container_run(c, task, phase, others) for c in containers)
+    return machine
 
 
 def is_task_state_change(event: Mapping) -> bool:
