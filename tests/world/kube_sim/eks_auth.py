@@ -144,6 +144,7 @@ class EksAuthenticator:
         if entry is None:
             raise TokenRejected(f"ARN is not mapped: {arn}")
         username = entry.username or arn
-        self.accepted.append(token)
+        if token not in self.accepted:  # one per token (a token is reused for 14 minutes)
+            self.accepted.append(token)
         return {"username": username, "uid": f"aws-iam-authenticator:{canonical(arn)}",
                 "groups": [*entry.groups, "system:authenticated"], "extra": {"arn": [arn]}}
