@@ -49,7 +49,11 @@ separated by ``;``/``&&``/newlines, are ``sleep N``, ``echo ...``,
 ``exit N``, ``true``, ``false``, ``:`` exits with that code once the sleeps
 have elapsed on the plane's clock (injectable; ``clock.advance(s)``).
 Anything else runs until stopped. What ``echo`` prints is the container's
-output, written when the clock reaches it.
+output, written when the clock reaches it. A script's file commands (``echo >
+f``, ``printf``, ``base64 -d``, ``cat f``, ...) run on the task's files when the
+container starts, its ``$NAME`` expanded from its environment and secrets:
+task volumes are shared by the containers that mount them
+(tests/world/container_fs.py), so an init container's output reaches the app.
 
 Container output, as the ``awslogs`` log driver writes it: a container
 definition whose ``logConfiguration`` is awslogs gets, when it starts, the log
@@ -82,9 +86,12 @@ import shlex
 import threading
 import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
+
+from tests.world.container_fs import SHELLS, MachineFS, shell_commands
+from tests.world.container_fs import run as run_on_fs
 
 ECS_TASK_MODEL = "ecs::task"
 CPU_SHARE = 0.05  # of the task's CPU units, what a test container uses
@@ -159,7 +166,6 @@ class Limits:
 # The "container runtime": a minimal sh interpreter
 # --------------------------------------------------------------------------
 
-_SHELLS = {"sh", "/bin/sh", "bash", "/bin/bash", "/usr/bin/sh", "/usr/bin/bash"}
 
 
 @dataclass(frozen=True)
@@ -176,26 +182,6 @@ class Program:
 FOREVER = Program()
 
 
-def _commands(script: str) -> list[tuple[str, list[str]]]:
-    """``[(separator before, argv)]``; separators are ``;`` (or a newline) and ``&&``."""
-    lexer = shlex.shlex(script.replace("\n", ";"), posix=True, punctuation_chars=";&|")
-    lexer.whitespace_split = True
-    out: list[tuple[str, list[str]]] = []
-    sep, words = ";", []
-    for token in lexer:
-        if token in (";", "&&"):
-            if words:
-                out.append((sep, words))
-            sep, words = token, []
-        elif set(token) <= set(";&|"):  # ||, |, & ...: beyond this interpreter
-            return [(";", ["<unsupported>"])]
-        else:
-            words.append(token)
-    if words:
-        out.append((sep, words))
-    return out
-
-
 # Commands that finish at once and succeed here (lambdalet's files writer uses them).
 _QUICK = ("set", "mkdir", "printf", "base64", "chmod", "rm", "cat", "touch", "cp", "test")
 
@@ -204,7 +190,7 @@ def _run_script(script: str) -> Program:
     elapsed, code, skip = 0.0, 0, False
     printed: list[tuple[float, str]] = []
     try:
-        commands = _commands(script)
+        commands = shell_commands(script)
     except ValueError:  # unbalanced quotes: a shell would fail at once
         return Program(0.0, 2, True, ((0.0, "sh: syntax error: unterminated quoted string"),))
     for sep, words in commands:
@@ -245,7 +231,7 @@ def program_of(entry_point: list[str] | None, command: list[str] | None) -> Prog
     argv = list(entry_point or []) + list(command or [])
     if not argv:
         return FOREVER
-    if argv[0] in _SHELLS and len(argv) >= 3 and argv[1] == "-c":
+    if argv[0] in SHELLS and len(argv) >= 3 and argv[1] == "-c":
         return _run_script(argv[2])
     if argv[0] in ("sleep", "echo", "true", "false", "exit", ":"):
         return _run_script(shlex.join(argv))
@@ -277,6 +263,8 @@ class _Run:
     health_check: list | None = None  # the healthCheck command, if any
     health: str = "UNKNOWN"
     started_at: datetime | None = None
+    argv: list = field(default_factory=list)  # entryPoint + command
+    env: dict = field(default_factory=dict)  # environment and secrets, as the container sees them
 
 
 @dataclass
@@ -292,6 +280,7 @@ class _TaskState:
     family: str = ""
     cpu_units: int = 256
     measured_until: datetime | None = None  # Container Insights: minutes published up to here
+    fs: MachineFS | None = None  # the containers' files: task volumes shared by those that mount them
 
 
 def _iso(value: datetime | None) -> str | None:
@@ -579,10 +568,16 @@ class FargatePlane:
                 essential=cd.get("essential", True) is not False,
                 depends_on=[(d["containerName"], d["condition"]) for d in cd.get("dependsOn") or []],
                 health_check=(cd.get("healthCheck") or {}).get("command"),
+                argv=list(cd.get("entryPoint") or []) + list(cd.get("command") or []),
+                env=self._environment(cd),
             )
             for cd in td.container_definitions
         ]
-        state = _TaskState(arn=task.task_arn, runs=runs, family=td.family, cpu_units=int(td.cpu or 256))
+        state = _TaskState(arn=task.task_arn, runs=runs, family=td.family, cpu_units=int(td.cpu or 256),
+                           fs=MachineFS([v["name"] for v in td.volumes or []],
+                                        {cd["name"]: [(m["containerPath"], m["sourceVolume"])
+                                                      for m in cd.get("mountPoints") or []]
+                                         for cd in td.container_definitions}, {}))
         self._states[task.task_arn] = state
         now = self.clock()
         task.status = "PROVISIONING"
@@ -813,8 +808,29 @@ class FargatePlane:
         ):
             task.execution_stopped_at = now
 
+    def _environment(self, cd: dict) -> dict:
+        """What the container's environment holds: ``environment`` and each of its
+        ``secrets`` read from Secrets Manager (the agent injects them at start)."""
+        from moto.secretsmanager.models import secretsmanager_backends
+
+        env = {e["name"]: e.get("value", "") for e in cd.get("environment") or []}
+        secrets = secretsmanager_backends[self.account_id][self.region]
+        for s in cd.get("secrets") or []:
+            try:
+                env[s["name"]] = secrets.get_secret_value(s["valueFrom"], None, None).get("SecretString") or ""
+            except Exception:  # noqa: BLE001 - a missing secret stops the task in ECS; modelled elsewhere
+                continue
+        return env
+
     @staticmethod
-    def _start(task, run: _Run, now: datetime) -> None:
+    def _start(task, run: _Run, now: datetime, fs: MachineFS | None = None) -> None:
+        """The container starts; a script's file commands run on the task's files at
+        once (what an init container wrote, those started after it read)."""
+        if fs is not None and len(run.argv) >= 3 and run.argv[0] in SHELLS and run.argv[1] == "-c":
+            printed, status = run_on_fs(fs, run.name, run.argv, run.env)
+            p = run.program
+            run.program = replace(p, output=tuple(printed),
+                                  exit_code=status if p.exit_code is not None and status is not None else p.exit_code)
         run.status, run.started_at = "RUNNING", now
         run.runtime_id = f"{task.id}-{int(hashlib.sha256(run.name.encode()).hexdigest()[:8], 16) % 10**10:010d}"
         run.digest = "sha256:" + hashlib.sha256(run.image.encode()).hexdigest()
@@ -851,7 +867,7 @@ class FargatePlane:
                     run.reason = "dependency condition not met"
                     changed = True
                 elif all(v is True for v in verdicts):
-                    self._start(task, run, now)
+                    self._start(task, run, now, state.fs)
                     changed = True
 
     def _run_containers(self, task, state: _TaskState, now: datetime) -> None:

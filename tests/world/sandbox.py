@@ -250,8 +250,8 @@ class Sandbox:
             if phases == wanted:
                 break
             time.sleep(1.0)
-        # kubectl logs through the kubelet API; Fly: the logs come from Fly's platform logs
-        logs_ok = phases == wanted and (self.backend != "ecs" or self.kubelet_demo(stack, deadline))
+        # kubectl logs through the kubelet API (ECS: CloudWatch Logs; Fly: the fake's platform logs)
+        logs_ok = phases == wanted and self.kubelet_demo(stack, deadline)
         ok = phases == wanted and self.refused and logs_ok
         print(f"  {REFUSED['metadata']['name']}: {'refused at creation (ok)' if self.refused else 'NOT refused'}")
         for name, phase in phases.items():
@@ -271,10 +271,16 @@ class Sandbox:
             except ApiException:
                 return None
 
-        wanted = {"job-fails": "giving up\n", "crash-loop --previous": "starting\ncrashing\n"}
+        def web_app() -> str | None:  # what its init container left in the shared emptyDir
+            pods = stack.core.list_namespaced_pod("default", label_selector="app=web-app").items
+            return log(pods[0].metadata.name, container="app") if pods else None
+
+        wanted = {"job-fails": "giving up\n", "crash-loop --previous": "starting\ncrashing\n",
+                  "web-app -c app": "done\n"}
         got: dict[str, str | None] = {}
         while time.monotonic() < deadline:
-            got = {"job-fails": log("job-fails"), "crash-loop --previous": log("crash-loop", previous=True)}
+            got = {"job-fails": log("job-fails"), "crash-loop --previous": log("crash-loop", previous=True),
+                   "web-app -c app": web_app()}
             if got == wanted:
                 break
             time.sleep(1.0)

@@ -71,7 +71,7 @@ The live API as documented beyond the Swagger file (issue 8; sources in
   ``containers`` run as Pilot runs them (``pilot``: ``depends_on``), each on
   its own root filesystem plus the ``temp_dir`` ``volumes`` it ``mounts``
   (shared with the other containers mounting them); their file commands
-  (``echo > f``, ``cat f``) run on ``FakeMachine.fs`` (``filesystem.py``).
+  (``echo > f``, ``cat f``) run on ``FakeMachine.fs`` (``tests/world/container_fs.py``).
 * Logs: ``GET /api/v1/apps/{app}/logs?instance=<id>&next_token=`` (the
   platform API, served here on the same port), flyctl's ``GetAppLogs``
   shape; the machine's output (what its ``echo`` commands print) and flyd's
@@ -95,7 +95,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from tests.world.fargate_plane import Clock, Program, program_of
 from tests.world.fly_fake import spec as swagger
-from tests.world.fly_fake.filesystem import MachineFS, run
+from tests.world.container_fs import MachineFS, run
 
 ACTIONS = ("list", "create", "get", "delete", "stop", "start", "events", "logs")
 
@@ -176,7 +176,7 @@ def _run_on(fs: MachineFS, container: str, entrypoint: list[str] | None, cmd: li
     if output is None:
         return program
     printed, status = run(fs, container, list(entrypoint or []) + list(cmd or []))
-    output += printed
+    output += [line for _, line in printed]
     if program.exit_code is not None and status is not None and status != program.exit_code:
         program = dataclasses.replace(program, exit_code=status)
     return program
