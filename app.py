@@ -5,9 +5,19 @@ container answering admission reviews never loads the reconciler, and the
 other way round (cold start is paid on every scale-out).
 """
 
+import logging
+import os
+
 from chalice import BadRequestError, Chalice, ChaliceViewError, Rate, Response, UnauthorizedError
 
-app = Chalice(app_name="lambdalet")
+app = Chalice(app_name="lambdalet", configure_logs=False)
+# Chalice logs through logging.getLogger(app_name) and pins that logger to ERROR
+# unless debug is on; it is the parent of our "lambdalet.*" loggers, whose INFO
+# and WARNING lines would vanish. Chalice gets a child of its own; ours go to the
+# Lambda runtime's handler on the root logger (CloudWatch Logs).
+app.log = logging.getLogger("lambdalet.chalice")
+_level = os.environ.get("LAMBDALET_LOG_LEVEL", "INFO").upper()
+logging.getLogger("lambdalet").setLevel(_level if _level in logging.getLevelNamesMapping() else "INFO")
 
 
 @app.route("/audit", methods=["POST"], content_types=["application/json"])

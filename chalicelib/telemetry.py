@@ -1,16 +1,11 @@
-"""Structured logs and CloudWatch metrics (EMF) through aws-lambda-powertools."""
+"""CloudWatch metrics (EMF) through aws-lambda-powertools. Logs are stdlib
+"lambdalet.*" loggers, set up in app.py."""
 
 from __future__ import annotations
 
-from aws_lambda_powertools import Logger
 from aws_lambda_powertools.metrics import MetricUnit, single_metric
 
-SERVICE = "lambdalet"
 NAMESPACE = "lambdalet"
-
-# Our modules log through stdlib loggers named "lambdalet.*": children of this
-# one (its name is the service), so they propagate to its JSON handler.
-logger = Logger(service=SERVICE)
 
 
 def count(name: str, value: int, **dimensions: str) -> None:

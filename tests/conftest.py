@@ -12,10 +12,6 @@ import sys
 
 import pytest
 
-# powertools' handler binds the stdout of the moment it is made: made here, it writes to
-# pytest's session-long capture, not to a test's capsys that is closed after the test.
-import chalicelib.telemetry  # noqa: F401,E402
-
 WATCHED = ("tests.test_e2e_", "tests.test_stop_what_is_dead", "tests.test_chaos", "tests.test_webhook_transport",
            "tests.test_secrets", "tests.test_eks_identity", "tests.test_node_identity")
 
