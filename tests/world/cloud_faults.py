@@ -60,13 +60,15 @@ class Killed(BaseException):
 
 
 class CloudFaults:
-    """``rate``: the share of calls that fail; ``kill_rate``: the share of accepted
-    creates after which the invocation is killed. Off until ``armed``."""
+    """``rate``: the share of calls that fail. Off until ``armed``. An invocation
+    ``revive(doomed=True)`` announced is killed right after its first create the
+    cloud accepts."""
 
-    def __init__(self, rng: random.Random, rate: float, kill_rate: float = 0.0):
-        self.rng, self.rate, self.kill_rate = rng, rate, kill_rate
+    def __init__(self, rng: random.Random, rate: float):
+        self.rng, self.rate = rng, rate
         self.armed = False
         self.dying = False
+        self.doomed = False
         self.counts: Counter = Counter()
         self.killed_creates: list[str] = []  # machines whose create returned to an invocation then killed
         self._lock = threading.Lock()
@@ -96,9 +98,9 @@ class CloudFaults:
     def __exit__(self, *exc) -> None:
         self.uninstall()
 
-    def revive(self) -> None:
-        """A new invocation: the killed one is gone."""
-        self.dying = False
+    def revive(self, doomed: bool = False) -> None:
+        """A new invocation (the killed one is gone); ``doomed``: it dies after its first accepted create."""
+        self.dying, self.doomed = False, doomed
 
     def kill_now(self) -> None:
         """The runtime ends the running invocation at its next cloud call (its time is up)."""
@@ -135,10 +137,10 @@ class CloudFaults:
     def fly_kill_hook(self, response, *args, **kwargs):
         """requests response hook on lambdalet's Fly session: killed once a create came back 200."""
         if self.armed and response.request.method == "POST" and response.request.path_url.rstrip("/").endswith(
-                "/machines") and response.status_code == 200 and self._roll(self.kill_rate) is not None:
+                "/machines") and response.status_code == 200 and self.doomed:
             self.count("killed after Fly create")
             self.killed_creates.append(str(response.json().get("id")))
-            self.dying = True
+            self.dying, self.doomed = True, False
             raise Killed("after Fly create")
         if self.armed and self.dying:
             self.count("killed: calls of a dead invocation")
@@ -178,10 +180,10 @@ class CloudFaults:
 
             raise ReadTimeoutError(endpoint_url=f"https://{service}.us-east-1.amazonaws.com")
         if ((service, model.name) in CREATES and http_response.status_code == 200
-                and not parsed.get("failures") and self._roll(self.kill_rate) is not None):
+                and not parsed.get("failures") and self.doomed):
             self.count(f"killed after {model.name}")
             self.killed_creates += [task["taskArn"] for task in parsed.get("tasks") or []]
-            self.dying = True
+            self.dying, self.doomed = True, False
             raise Killed(f"after {model.name}")
 
 
