@@ -69,13 +69,20 @@ class Storm:
         self.rewritten: set[str] = set()
 
     # -- invocations -----------------------------------------------------------
-    def invoke(self, call, *args):
-        """One Lambda invocation (or HTTP delivery) of the app; a killed one returns None."""
+    def invoke(self, call, *args, failed=None):
+        """One Lambda invocation (or HTTP delivery) of the app; a killed one returns None.
+        An error escaping the function fails the invocation (Lambda records it; an
+        asynchronous one is retried: ``failed()``) and also returns None."""
         self.cloud.revive(doomed=self.rng.random() < KILL_RATE)
         try:
             return call(*args)
         except Killed:
             self.counts["invocations killed"] += 1
+            return None
+        except Exception as err:  # noqa: BLE001 - what Lambda does with a function error
+            self.counts[f"invocations failed ({type(err).__name__})"] += 1
+            if failed is not None:
+                failed()
             return None
         finally:
             self.cloud.revive()
@@ -121,8 +128,8 @@ class Storm:
             self._concurrently(lambda: self.invoke(self.stack.machine_events, [out[0]]),
                                lambda: self.invoke(self.stack.machine_events, [out[0]]))
             self.counts["ecs events run concurrently"] += 1
-        for event in out:  # one invocation each, as EventBridge delivers them
-            self.invoke(self.stack.machine_events, [event])
+        for event in out:  # one invocation each, as EventBridge delivers them; Lambda retries a failed one
+            self.invoke(self.stack.machine_events, [event], failed=lambda event=event: self.delayed.append(event))
 
     @staticmethod
     def _concurrently(*calls) -> None:
