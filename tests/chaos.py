@@ -62,6 +62,7 @@ class Storm:
     def __init__(self, stack: Stack, rng: random.Random, cloud: CloudFaults, *, drop: float, duplicate: float,
                  failing: float):
         self.stack, self.rng, self.cloud = stack, rng, cloud
+        self.fate = random.Random(rng.random())  # which invocations die: apart, as threads draw from it
         self.drop, self.duplicate, self.failing = drop, duplicate, failing
         self.delayed: list[dict] = []
         self.counts: Counter = Counter()
@@ -73,7 +74,7 @@ class Storm:
         """One Lambda invocation (or HTTP delivery) of the app; a killed one returns None.
         An error escaping the function fails the invocation (Lambda records it; an
         asynchronous one is retried: ``failed()``) and also returns None."""
-        self.cloud.revive(doomed=self.rng.random() < KILL_RATE)
+        self.cloud.revive(doomed=self.fate.random() < KILL_RATE)
         try:
             return call(*args)
         except Killed:
@@ -306,7 +307,7 @@ def storm(stack: Stack, storm_: Storm, rng: random.Random, lifecycles: int, per_
             else:
                 storm_.invoke(stack.reconcile)
                 storm_.counts["reconciles"] += 1
-        if rng.random() < 0.1:
+        if rounds % 8 == 4:
             reconcile_short_of_time(stack, storm_, rng)
         if rng.random() < 0.1:
             storm_.invoke(heartbeat_short_of_time, stack)
