@@ -1,14 +1,14 @@
-"""The members of ECS's answers lambdalet reads, and botocore's model cut down to them.
+"""botocore's ECS model, with a task handed over as ECS sent it.
 
 botocore's JSON parser walks every member of a structure's *model* for every
 structure it parses (``parsers.BaseJSONParser._handle_structure``): a
-DescribeTasks page of 100 tasks walks Task's 38 members and each
-Container's 19, present or not. That walk was half of the CPU of a
-10,000-task listing. The client's model keeps only what ``status.py``,
-``identity.py`` and ``insights.py`` read, so the parser — botocore's own,
-errors and metadata included — does that much less; an answer's other
-members are left out of the parsed dicts. Read a new member of a task?
-Add it here first (tests/test_ecs_read_model.py checks the readers against these).
+DescribeTasks page of 100 tasks walks Task's 38 members and each of its
+Containers' 19, present or not — half of the CPU of a 10,000-task listing,
+for a result equal to the JSON itself (ECS's tasks hold no blobs, and this
+client leaves timestamps as the epoch numbers ECS sends). Marked a
+``document`` in the client's model, a Task is returned by the same parser as
+the JSON value it is, without the walk. Everything else (requests, errors,
+metadata, the other answers) is botocore's as usual.
 """
 
 from __future__ import annotations
@@ -17,29 +17,19 @@ import os
 
 from botocore.loaders import Loader
 
-# shape name -> the members kept (the request shapes are untouched: these are answers only)
-READ = {
-    "Task": ("taskArn", "taskDefinitionArn", "lastStatus", "desiredStatus", "createdAt", "startedAt",
-             "stoppingAt", "stoppedAt", "executionStoppedAt", "stopCode", "stoppedReason", "version",
-             "group", "startedBy", "tags", "attachments", "containers"),
-    "Container": ("name", "image", "imageDigest", "runtimeId", "lastStatus", "exitCode", "reason",
-                  "healthStatus", "networkInterfaces"),
-    "Attachment": ("type", "details"),
-    "NetworkInterface": ("privateIpv4Address",),
-}
+AS_SENT = ("Task",)  # answer shapes only: no request holds one
 
 
 def read_model(model: dict) -> dict:
-    """ECS's service model with the shapes of ``READ`` cut to their members (pure: a new dict)."""
+    """ECS's service model with the ``AS_SENT`` shapes marked documents (pure: a new dict)."""
     shapes = dict(model["shapes"])
-    for name, keep in READ.items():
-        shape = shapes[name]
-        shapes[name] = {**shape, "members": {k: v for k, v in shape["members"].items() if k in keep}}
+    for name in AS_SENT:
+        shapes[name] = {**shapes[name], "document": True}
     return {**model, "shapes": shapes}
 
 
 class ReadModelLoader(Loader):
-    """botocore's data loader, answering ECS's service model cut to ``READ``."""
+    """botocore's data loader, answering ECS's service model through ``read_model``."""
 
     def load_service_model(self, service_name, type_name, api_version=None):
         model = super().load_service_model(service_name, type_name, api_version)
