@@ -117,9 +117,9 @@ def ecs_client(region: str):
     throttle it paces its own calls: 1,000 creates meet Fargate's 20 RunTask/s
     without a storm of 429s), timestamps left as the epoch seconds ECS sends:
     botocore would make each a dateutil-aware datetime, a third of the CPU of a
-    10,000-task DescribeTasks listing; machine_from_task reads both. Its model's
-    task shapes hold only what lambdalet reads (ecs/read_model.py): the parser
-    walks each modelled member of each task, half of that listing's CPU."""
+    10,000-task DescribeTasks listing; machine_from_task reads both. Its model
+    has botocore's parser hand tasks over as ECS sent them (ecs/read_model.py):
+    walking each modelled member of each task was half of that listing's CPU."""
     import boto3
     import botocore.session
 
