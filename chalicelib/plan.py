@@ -211,7 +211,11 @@ def plan_pod(result: Plan, node: str, pod: dict, machines: list[Machine], now: d
         return
 
     if current.phase != MachinePhase.STOPPED:
-        _patch(result, pod, ps.running_status(pod, current, now, restart_count=attempt, previous=previous))
+        # Machines are listed before pods: a machine event may have shown a later state
+        # in between. An older listing writes nothing (it would roll the pod back, or
+        # meet a 409); the next pass lists the machine as it is.
+        if not ps.is_stale(pod, current):
+            _patch(result, pod, ps.running_status(pod, current, now, restart_count=attempt, previous=previous))
         return
 
     # The current machine has stopped: why?

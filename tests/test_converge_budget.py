@@ -39,8 +39,12 @@ class SlowBackend:
 
 
 class RecordingKube:
-    def __init__(self):
+    def __init__(self, pods=()):
         self.patched, self.events, self.lock = Counter(), Counter(), threading.Lock()
+        self.pods = {(p["metadata"]["namespace"], p["metadata"]["name"]): p for p in pods}
+
+    def get_pod(self, namespace, name):  # a create writes its status onto the pod as it is now
+        return self.pods.get((namespace, name))
 
     def patch_pod_status(self, pod, status):
         with self.lock:
@@ -58,8 +62,8 @@ def bound_pods(n: int) -> list[dict]:
 
 
 def test_actions_run_on_a_bounded_pool_each_pod_once():
-    backend, kube = SlowBackend(delay=0.02), RecordingKube()
     pods = bound_pods(40)
+    backend, kube = SlowBackend(delay=0.02), RecordingKube(pods)
     result = plan(NODE, pods, [], NOW)
     done = Converger(NODE, kube, backend, lambda: NOW, workers=8).apply(result)
     assert done["Create"] == 40 and "failed" not in done and "deferred" not in done
@@ -70,8 +74,8 @@ def test_actions_run_on_a_bounded_pool_each_pod_once():
 
 
 def test_a_deadline_stops_new_work_and_leaves_nothing_half_done():
-    backend, kube = SlowBackend(delay=0.05), RecordingKube()
     pods = bound_pods(60)
+    backend, kube = SlowBackend(delay=0.05), RecordingKube(pods)
     until = time.monotonic() + 0.2
     done = Converger(NODE, kube, backend, lambda: NOW, workers=4).apply(plan(NODE, pods, [], NOW), deadline=until)
     # 60 creates of 50 ms on 4 threads need 0.75 s: some are left (how many depends on the machine)

@@ -51,6 +51,20 @@ def test_unchanged_status_is_not_written_again():
     assert again.actions == []
 
 
+def test_a_listing_older_than_the_pods_status_does_not_roll_it_back():
+    """The reconcile lists machines, then pods: a machine event may show the pod Running
+    (or exited) in between. The older listing plans no write: it would roll the pod
+    back, or meet the 409 of the write that came in between."""
+    pd = pod()
+    running = machine(pd)
+    shown = with_status(pd, only(p.plan(NODE, [pd], [running], T0), p.PatchStatus).status)
+    listed_earlier = machine(pd, MachinePhase.PENDING, mid=running.id)
+    assert p.plan(NODE, [shown], [listed_earlier], T0).actions == []
+    # a listing that is ahead of the pod still writes
+    pending = with_status(pd, only(p.plan(NODE, [pd], [listed_earlier], T0), p.PatchStatus).status)
+    assert only(p.plan(NODE, [pending], [running], T0), p.PatchStatus).status["phase"] == "Running"
+
+
 def test_transition_times_are_kept_when_a_condition_does_not_change():
     pd = pod()
     m = machine(pd)
