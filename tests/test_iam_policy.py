@@ -166,3 +166,23 @@ def test_no_policy_file_is_kept_beside_the_generated_one():
     else:  # a copy of the tracked files (.ci/run)
         kept = [str(p.relative_to(REPO)) for p in (REPO / ".chalice").glob("*")]
     assert [k for k in kept if k.startswith(".chalice/policy")] == []
+
+
+def test_the_hand_over_may_invoke_its_own_two_functions_and_nothing_else(ecs):
+    """World.defer invokes <prefix>-<function> (./dev deploy's prefix: lambdalet-<stage>) for the
+    app's two lambda functions, the per-node reconcile and the binding's create: exactly those
+    ARNs are allowed, not the scheduled functions, not the API's, not another stage's."""
+    import app
+
+    policy, outputs = ecs
+    stage = outputs["Stage"]
+
+    def arn(name: str, stage: str = stage) -> str:
+        return f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:lambdalet-{stage}-{name}"
+
+    handed_to = sorted(f.name for f in app.app.pure_lambda_functions)
+    assert handed_to == ["reconcile_node", "start_bound"]
+    assert all(allows(policy, "lambda:InvokeFunction", arn(name)) for name in handed_to)
+    refused = [arn("reconcile"), arn("heartbeat"), arn("on_machine_event"), arn("reconcile_node", "other"),
+               f"arn:aws:lambda:{REGION}:{ACCOUNT}:function:lambdalet-{stage}", "*"]
+    assert not [r for r in refused if allows(policy, "lambda:InvokeFunction", r)]
