@@ -321,3 +321,15 @@ def test_a_front_without_mtls_passthrough_is_trusted_only_with_its_token(monkeyp
         forged = stack.client.http.get(path, headers={**subject, auth.FRONT_TOKEN_HEADER: "guess"})
         assert forged.status_code == 401 and b"via the front" not in forged.body
         assert stack.client.http.get(path, headers=subject).status_code == 401
+
+
+def test_logs_while_the_kubernetes_api_fails_answer_503_with_the_reason(stack):
+    """Found by the chaos run: a failed pod read (the apiserver's 504) escaped the
+    kubelet API as a 500. As for a cloud that cannot answer now: 503, saying why."""
+    from tests.world.stack import SA_USER
+
+    run_pod(stack, virtual_pod("job", restart="Never", command=["sh", "-c", "echo hello; exit 0"]))
+    stack.sim.api.faults.add("get", "pods", 504, user=SA_USER, times=1)
+    status, body = kubelet_get(stack, "/containerLogs/default/job/main", stack.apiserver_client)
+    assert status == 503 and "could not read" in body and "504" in body, (status, body)
+    assert kubelet_get(stack, "/containerLogs/default/job/main", stack.apiserver_client) == (200, "hello\n")

@@ -101,6 +101,14 @@ def handle(world: World, access: Access, request: Request) -> Reply:
     except MachineError as err:  # the cloud cannot answer now: say so, as a kubelet does for its runtime
         log.warning("kubelet API %s: %s", request.path, err)
         return _fail(503, str(err))
+    except Exception as err:
+        from chalicelib.kube.client import KubeError  # lazy: kubernetes is heavy, a refusal needs none of it
+
+        if not isinstance(err, KubeError):
+            raise
+        # The pod could not be read (the apiserver failed us): as above, not an internal error.
+        log.warning("kubelet API %s: %s", request.path, err)
+        return _fail(503, f"lambdalet could not read the pod from the Kubernetes API now: {err}")
     return _fail(404, "404 page not found")
 
 
