@@ -183,20 +183,9 @@ def creates_at_volume(pods: int = 300, latency: float = 0.1, budget: float = 60.
 
     from moto.core.exceptions import JsonRESTError
 
+    from bench.bursts import Bucket
     from chalicelib import wiring
     from chalicelib.usecases.reconcile import reconcile
-
-    class Bucket:
-        def __init__(self, size: float, rate: float):
-            self.size, self.rate, self.tokens, self.at = size, rate, size, time.monotonic()
-
-        def take(self) -> bool:
-            now = time.monotonic()
-            self.tokens, self.at = min(self.size, self.tokens + (now - self.at) * self.rate), now
-            if self.tokens >= 1:
-                self.tokens -= 1
-                return True
-            return False
 
     with Stack(admission=False, connect_audit=False) as stack:
         stack.reconcile()
