@@ -127,11 +127,12 @@ class Converger:
         # Onto the pod as it is now: while RunTask ran (or waited its turn), another path
         # (a machine event, the audit batch or the reconcile creating the same machine)
         # may have written it, and a write based on the earlier read would meet a 409.
+        # The Event first: the machine exists whatever that read meets.
+        self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
         fresh = self.kube.get_pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
         if fresh is not None and fresh["metadata"]["uid"] == pod["metadata"]["uid"] and not ps.is_stale(fresh, machine):
             status = ps.running_status(fresh, machine, now, restart_count=action.spec.attempt, previous=action.previous)
             self._patch(fresh, status)
-        self._event(pod, "Normal", "Created", f"Created machine {machine.id} (attempt {action.spec.attempt})")
 
     def _stop(self, action: p.Stop) -> None:
         self.backend.delete(action.machine.id, action.grace_seconds, action.reason)

@@ -14,7 +14,7 @@ import yaml
 
 PLACEHOLDER_HOST = "LAMBDALET_API_HOST"  # infra/k8s/webhooks.yaml
 # The Kubernetes group of the functions' IAM role on EKS: its access entry's kubernetesGroups
-# (infra/aws/lambdalet.yaml FunctionsAccessEntry). EKS does not check that a binding names it:
+# (infra/aws/lambdalet.yaml, the *AccessEntry resources, one per function role). EKS does not check that a binding names it:
 # the overlay's bindings do (RBAC subject kind Group).
 EKS_GROUP = "lambdalet"
 

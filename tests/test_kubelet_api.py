@@ -331,5 +331,5 @@ def test_logs_while_the_kubernetes_api_fails_answer_503_with_the_reason(stack):
     run_pod(stack, virtual_pod("job", restart="Never", command=["sh", "-c", "echo hello; exit 0"]))
     stack.sim.api.faults.add("get", "pods", 504, user=SA_USER, times=1)
     status, body = kubelet_get(stack, "/containerLogs/default/job/main", stack.apiserver_client)
-    assert status == 503 and "could not read" in body and "504" in body, (status, body)
+    assert status == 503 and "Kubernetes API failed" in body and "504" in body, (status, body)
     assert kubelet_get(stack, "/containerLogs/default/job/main", stack.apiserver_client) == (200, "hello\n")

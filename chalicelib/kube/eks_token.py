@@ -74,7 +74,9 @@ class EksTokens:
     """The token callable ``api_client`` asks before every request: one token per
     ``REUSE_FOR`` seconds, minted from the session's credentials (in Lambda: the function's role)."""
 
-    def __init__(self, cluster: str, region: str, session=None, clock: Callable[[], float] = time.monotonic):
+    # Wall-clock age: the token expires 15 min after its X-Amz-Date, and a suspended Lambda
+    # container's monotonic clock may stand still while the wall clock runs on.
+    def __init__(self, cluster: str, region: str, session=None, clock: Callable[[], float] = time.time):
         if session is None:
             import boto3
 

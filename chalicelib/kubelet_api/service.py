@@ -106,9 +106,9 @@ def handle(world: World, access: Access, request: Request) -> Reply:
 
         if not isinstance(err, KubeError):
             raise
-        # The pod could not be read (the apiserver failed us): as above, not an internal error.
+        # The apiserver failed us (a pod read or list): as above, not an internal error.
         log.warning("kubelet API %s: %s", request.path, err)
-        return _fail(503, f"lambdalet could not read the pod from the Kubernetes API now: {err}")
+        return _fail(503, f"the Kubernetes API failed lambdalet now: {err}")
     return _fail(404, "404 page not found")
 
 
